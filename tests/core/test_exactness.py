@@ -1,0 +1,108 @@
+"""Exactness as the oracle: cached decoders configured to recompute everything equal no-cache decodes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import EOS_ID, MASK_ID, random_model, random_prompts
+
+from vllm_elastic.core import policy
+from vllm_elastic.core.accounting import ComputeStats
+from vllm_elastic.core.forward import SeqPlan, forward_plans
+from vllm_elastic.core.generate import generate, new_state, step
+from vllm_elastic.core.settings import DecodeSettings
+
+
+def full_logits(model, x: torch.Tensor) -> torch.Tensor:
+    """A no-cache forward over the whole canvas, [N, V]."""
+    rows = torch.arange(x.numel())
+    plan = SeqPlan(ids=x, rows=rows, refresh_from=0, logit_rows=rows, stats=ComputeStats(3))
+    return forward_plans(model, [plan])[0]
+
+
+def nocache_window_decode(model, prompt, gen_length, window, threshold) -> list[int]:
+    """Elastic-Cache's commit rule (window, threshold, EOS truncation) with a full forward every step."""
+    x = torch.tensor(prompt + [MASK_ID] * gen_length)
+    masked = torch.arange(len(prompt), x.numel())
+    eos_seen = False
+    while masked.numel():
+        win = masked[:window]
+        conf, tok = policy.confidence(full_logits(model, x)[win])
+        keep = policy.threshold_commit(conf, threshold)
+        x[win[keep]] = tok[keep]
+        masked = masked[~torch.isin(masked, win[keep])]
+        if not eos_seen and bool((tok[keep] == EOS_ID).any()):
+            eos_seen = True
+            masked = masked[masked <= win[keep][tok[keep] == EOS_ID].min()]
+    return x[len(prompt) :].tolist()
+
+
+def nocache_block_decode(model, prompt, gen_length, block, threshold) -> list[int]:
+    """Fast-dLLM's block-wise threshold rule with a full forward every step."""
+    x = torch.tensor(prompt + [MASK_ID] * gen_length)
+    for lo in range(len(prompt), x.numel(), block):
+        while bool((x[lo : lo + block] == MASK_ID).any()):
+            is_masked = (x[lo : lo + block] == MASK_ID).nonzero().squeeze(-1) + lo
+            conf, tok = policy.confidence(full_logits(model, x)[is_masked])
+            keep = policy.threshold_commit(conf, threshold)
+            x[is_masked[keep]] = tok[keep]
+    return x[len(prompt) :].tolist()
+
+
+@pytest.mark.parametrize("block_caching", [True, False])
+def test_elastic_refreshing_everything_equals_nocache(model, block_caching):
+    gen = 24
+    settings = DecodeSettings(
+        method="elastic", gen_length=gen, window=gen, threshold=0.3, refresh="always",
+        block_caching=block_caching,
+    )
+    for prompt in random_prompts(3, seed=1):
+        state = new_state(model, prompt, settings)
+        while not state.done:
+            step(model, [state])
+        want = nocache_window_decode(model, prompt, gen, gen, 0.3)
+        assert state.canvas.x[len(prompt) :].tolist() == want
+        assert state.stats.layer_token_fraction > 0.99  # every layer recomputed every row
+
+
+def test_fastdllm_without_cache_equals_nocache(model):
+    settings = DecodeSettings(method="fastdllm", gen_length=32, block_length=8, threshold=0.3,
+                              cache="none")
+    prompts = random_prompts(3, seed=2)
+    got = generate(model, prompts, settings)
+    for prompt, result in zip(prompts, got):
+        want = nocache_block_decode(model, prompt, 32, 8, 0.3)
+        eos = want.index(EOS_ID) if EOS_ID in want else len(want)
+        assert result.tokens == want[:eos]
+        assert result.stats.layer_token_fraction == 1.0
+
+
+def test_drift_test_triggers_refresh_and_saves_rows(model):
+    prompts = random_prompts(2, seed=3)
+    never = generate(model, prompts, DecodeSettings(gen_length=32, refresh="never"))
+    always_fire = generate(model, prompts, DecodeSettings(gen_length=32, gamma=1.0))
+    for a, b in zip(never, always_fire):
+        assert sum(a.stats.refreshes) == 0
+        assert b.stats.refreshes[0] == 0  # l* >= 0, so the refresh starts at layer 1 at the earliest
+        assert b.stats.refreshes[-1] == b.stats.nfe - 1
+        assert a.stats.layer_token_fraction < b.stats.layer_token_fraction
+
+
+def test_paper_cosine_option_runs_and_differs_in_statistic():
+    prev = torch.rand(4, 2, 10).softmax(-1)
+    now = torch.rand(4, 2, 10).softmax(-1)
+    heads = policy.drift_similarity(prev, now, "head")
+    keys = policy.drift_similarity(prev, now, "key")
+    manual_heads = torch.nn.functional.cosine_similarity(prev, now, dim=0).mean().item()
+    assert heads == pytest.approx(manual_heads)
+    assert heads != pytest.approx(keys)
+    assert policy.drift_similarity(prev, prev, "key") == pytest.approx(1.0)
+
+
+def test_gqa_model_decodes_identically_batched():
+    model = random_model(seed=5, n_kv_heads=2)
+    prompts = random_prompts(3, seed=4)
+    s = DecodeSettings(gen_length=32, gamma=0.99)
+    batched = generate(model, prompts, s)
+    alone = [generate(model, [p], s)[0] for p in prompts]
+    assert [r.tokens for r in batched] == [r.tokens for r in alone]

@@ -1,0 +1,39 @@
+"""Per-sequence, per-layer caches of a cached decode (never stored on nn.Modules)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .model import LLaDAModel
+
+
+@dataclass(slots=True)
+class LayerCache:
+    """Full-length per-layer tensors of one sequence of N positions.
+
+    x: layer inputs [L, N, d] (only kept where a refresh may start mid-stack: Elastic-Cache);
+    q: post-RoPE queries [L, N, H, dh] (for the drift test's previous attention);
+    k, v: post-RoPE keys and values [L, N, Hkv, dh].
+    """
+
+    k: torch.Tensor
+    v: torch.Tensor
+    q: torch.Tensor | None = None
+    x: torch.Tensor | None = None
+
+    @classmethod
+    def allocate(cls, model: LLaDAModel, n: int, keep_inputs: bool) -> "LayerCache":
+        cfg = model.config
+        p = next(model.parameters())
+        kv = (cfg.n_layers, n, cfg.n_kv_heads, cfg.head_dim)
+        opts = {"dtype": p.dtype, "device": p.device}
+        if not keep_inputs:
+            return cls(k=torch.zeros(kv, **opts), v=torch.zeros(kv, **opts))
+        return cls(
+            k=torch.zeros(kv, **opts),
+            v=torch.zeros(kv, **opts),
+            q=torch.zeros(cfg.n_layers, n, cfg.n_heads, cfg.head_dim, **opts),
+            x=torch.zeros(cfg.n_layers, n, cfg.d_model, **opts),
+        )

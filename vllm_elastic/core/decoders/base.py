@@ -1,0 +1,66 @@
+"""What every decoder state provides, and the result of one decoded sequence."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from ..accounting import ComputeStats
+from ..config import LLaDAConfig
+from ..forward import SeqPlan
+from ..settings import DecodeSettings
+
+
+@dataclass(slots=True)
+class DecodeResult:
+    """tokens: the canvas after the prompt, cut before the first EOS; stats: the compute that ran."""
+
+    tokens: list[int]
+    stats: ComputeStats
+    finished_by_eos: bool
+
+
+class DecodeState(Protocol):
+    """One sequence being decoded. ``plan`` says what to compute next; ``advance`` commits tokens."""
+
+    settings: DecodeSettings
+    stats: ComputeStats
+    done: bool
+
+    def plan(self) -> SeqPlan: ...
+
+    def advance(self, logits: torch.Tensor) -> None: ...
+
+    def result(self) -> DecodeResult: ...
+
+
+@dataclass(slots=True)
+class Canvas:
+    """The prompt followed by ``gen_length`` masks, and the ids the decoder needs."""
+
+    x: torch.Tensor  # [N]
+    prompt_len: int
+    mask_id: int
+    eos_id: int
+
+    @classmethod
+    def new(cls, prompt: list[int], gen_length: int, cfg: LLaDAConfig, device) -> "Canvas":
+        ids = torch.tensor(prompt + [cfg.mask_token_id] * gen_length, device=device)
+        return cls(x=ids, prompt_len=len(prompt), mask_id=cfg.mask_token_id, eos_id=cfg.eos_token_id)
+
+    @property
+    def length(self) -> int:
+        return self.x.numel()
+
+    def generated(self) -> tuple[list[int], bool]:
+        """Generated ids up to (not including) the first EOS; leftover masks count as the end."""
+        out = []
+        for t in self.x[self.prompt_len :].tolist():
+            if t == self.eos_id:
+                return out, True
+            if t == self.mask_id:
+                break
+            out.append(t)
+        return out, False

@@ -1,0 +1,93 @@
+"""Elastic-Cache decoding as the authors' code does it (llada/generate.py@46c0bc32,
+``generate_with_elastic_cache``; research/elastic_cache.md §1.2-1.3).
+
+Step 0 is a full forward that fills every layer's cache. Each later step computes only the rows
+``tracked ∪ newly committed ∪ window`` (the window: the W leftmost masked positions) at every layer; at
+each layer the tracked rows' attention is compared with what it was (drift test, γ); the first layer whose
+similarity falls below γ makes every deeper layer recompute all N rows from the cached layer input. Window
+tokens with confidence >= threshold are committed (at least one); the most-attended key of every layer is
+tracked next step; positions after the first committed EOS are never decoded.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import policy
+from ..accounting import ComputeStats
+from ..cache import LayerCache
+from ..config import LLaDAConfig
+from ..forward import ElasticProbe, SeqPlan
+from ..settings import DecodeSettings
+from .base import Canvas, DecodeResult
+
+NO_DRIFT_TEST = -1.0  # a gamma no similarity falls below
+
+
+class ElasticState:
+    def __init__(self, prompt: list[int], settings: DecodeSettings, cfg: LLaDAConfig, device, model):
+        self.settings = settings
+        self.canvas = Canvas.new(prompt, settings.gen_length, cfg, device)
+        self.stats = ComputeStats(cfg.n_layers)
+        self.num_layers = cfg.n_layers
+        self.cache = LayerCache.allocate(model, self.canvas.length, keep_inputs=True)
+        n, p = self.canvas.length, self.canvas.prompt_len
+        self.masked = torch.arange(p, n, device=device)  # ascending still-masked positions
+        self.tracked = torch.zeros(0, dtype=torch.long, device=device)  # most-attended, last step
+        self.newdec = torch.zeros(0, dtype=torch.long, device=device)  # committed last step
+        self.step, self.eos_seen, self.done = 0, False, False
+        self._all = torch.arange(n, device=device)
+        self._window = self.masked[:0]
+        self._probe: ElasticProbe | None = None
+
+    def plan(self) -> SeqPlan:
+        s = self.settings
+        self._window = policy.sliding_window(self.masked, s.window, s.block_caching)
+        still_masked = torch.zeros(self.canvas.length, dtype=torch.bool, device=self._all.device)
+        still_masked[self.masked] = True
+        if self.step == 0:
+            rows, refresh_from, tracked = self._all, 0, self.tracked
+        else:
+            rows = _ordered_union(self.tracked, self.newdec, self._window)
+            refresh_from = 0 if s.refresh == "always" else self.num_layers
+            tracked = self.tracked
+        gamma = s.gamma if s.refresh == "drift" else NO_DRIFT_TEST
+        self._probe = ElasticProbe(
+            window=self._window, tracked=tracked, still_masked=still_masked,
+            track_num=s.track_num, gamma=gamma, cosine=s.cosine,
+        )
+        return SeqPlan(
+            ids=self.canvas.x, rows=rows, refresh_from=refresh_from,
+            logit_rows=self._window[: s.window], stats=self.stats, cache=self.cache,
+            probe=self._probe, first=self.step == 0,
+        )
+
+    def advance(self, logits: torch.Tensor) -> None:
+        """logits: [min(W, |window|), V] for the window rows."""
+        s, c = self.settings, self.canvas
+        window = self._window[: s.window]
+        self.tracked = torch.unique(torch.cat(self._probe.most_attended))  # union over layers
+        conf, tokens = policy.confidence(logits)
+        keep = policy.threshold_commit(conf, s.threshold)
+        committed, values = window[keep], tokens[keep]
+        c.x[committed] = values
+        self.newdec = committed
+        self.masked = self.masked[~torch.isin(self.masked, committed)]
+        is_eos = values == c.eos_id
+        if not self.eos_seen and bool(is_eos.any()):
+            self.eos_seen = True
+            first_eos = committed[is_eos].min()
+            self.masked = self.masked[self.masked <= first_eos]  # nothing after the first EOS
+        self.step += 1
+        self.done = self.masked.numel() == 0
+
+    def result(self) -> DecodeResult:
+        tokens, eos = self.canvas.generated()
+        return DecodeResult(tokens, self.stats, eos)
+
+
+def _ordered_union(tracked: torch.Tensor, newdec: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """Query rows ``tracked, newdec, window`` (the authors' order) without duplicates."""
+    tracked = tracked[~torch.isin(tracked, torch.cat([newdec, window]))]
+    newdec = newdec[~torch.isin(newdec, window)]
+    return torch.cat([tracked, newdec, window])

@@ -1,0 +1,71 @@
+"""Fast-dLLM (arXiv 2505.22618): block-wise decoding with a prefix or dual KV cache and
+confidence-threshold parallel decoding (research/elastic_cache.md §5.1).
+
+At each block start one full forward refills every layer's K/V and gives the block's first logits.
+Inside the block: ``prefix`` recomputes the block and everything after it against the cached prefix;
+``dual`` recomputes only the block against the cached prefix and suffix; ``none`` runs a full forward.
+Each step commits every masked block position with confidence >= threshold, and at least the best one.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import policy
+from ..accounting import ComputeStats
+from ..cache import LayerCache
+from ..config import LLaDAConfig
+from ..forward import SeqPlan
+from ..settings import DecodeSettings
+from .base import Canvas, DecodeResult
+
+
+class FastDLLMState:
+    def __init__(self, prompt: list[int], settings: DecodeSettings, cfg: LLaDAConfig, device, model):
+        self.settings = settings
+        self.canvas = Canvas.new(prompt, settings.gen_length, cfg, device)
+        self.stats = ComputeStats(cfg.n_layers)
+        self.num_layers = cfg.n_layers
+        self.num_blocks = settings.gen_length // settings.block_length
+        self.block, self.block_started = 0, False
+        self.cache = (
+            None if settings.cache == "none"
+            else LayerCache.allocate(model, self.canvas.length, keep_inputs=False)
+        )
+        self.done = False
+        self._all = torch.arange(self.canvas.length, device=device)
+
+    def _block_span(self) -> tuple[int, int]:
+        lo = self.canvas.prompt_len + self.block * self.settings.block_length
+        return lo, lo + self.settings.block_length
+
+    def plan(self) -> SeqPlan:
+        lo, hi = self._block_span()
+        if self.cache is None or not self.block_started:
+            rows, refresh_from = self._all, 0
+        elif self.settings.cache == "prefix":
+            rows, refresh_from = self._all[lo:], self.num_layers
+        else:
+            rows, refresh_from = self._all[lo:hi], self.num_layers
+        return SeqPlan(
+            ids=self.canvas.x, rows=rows, refresh_from=refresh_from, logit_rows=self._all[lo:hi],
+            stats=self.stats, cache=self.cache, first=self.stats.nfe == 0,
+        )
+
+    def advance(self, logits: torch.Tensor) -> None:
+        """logits: [block_length, V] for the current block."""
+        lo, hi = self._block_span()
+        block = self.canvas.x[lo:hi]  # view
+        is_masked = block == self.canvas.mask_id
+        conf, tokens = policy.confidence(logits[is_masked])
+        keep = policy.threshold_commit(conf, self.settings.threshold)
+        positions = is_masked.nonzero().squeeze(-1)[keep]
+        block[positions] = tokens[keep]
+        self.block_started = True
+        if not bool((block == self.canvas.mask_id).any()):
+            self.block, self.block_started = self.block + 1, False
+            self.done = self.block == self.num_blocks
+
+    def result(self) -> DecodeResult:
+        tokens, eos = self.canvas.generated()
+        return DecodeResult(tokens, self.stats, eos)

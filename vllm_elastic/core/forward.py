@@ -1,0 +1,156 @@
+"""One packed forward over many sequences, each with its own rows, caches and refresh layer.
+
+The rows of every sequence are concatenated for the projections and the MLP (one matmul for the whole
+batch); attention runs per sequence over that sequence's keys only, so a sequence never sees its
+neighbours. Each ``SeqPlan`` says which rows to compute from layer 0 (``rows``) and from which layer on
+every row is recomputed (``refresh_from``, research/elastic_cache.md §1.3): layers below it compute
+only ``rows`` and overwrite those rows of the caches; at ``refresh_from`` the sequence switches to its
+full cached layer input and refreshes every layer above for all N positions. The Elastic-Cache statistics
+(most-attended keys from the window rows, the tracked rows' drift) are taken here too, and the drift test
+may lower ``refresh_from`` for the layers still to come.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from . import policy
+from .accounting import ComputeStats
+from .attention import attend, row_probs
+from .cache import LayerCache
+from .model import LLaDAModel
+
+
+@dataclass(slots=True)
+class ElasticProbe:
+    """What the Elastic-Cache policy reads from attention in one forward (filled by the decoder)."""
+
+    window: torch.Tensor  # [W] positions whose attention mass picks the most-attended keys
+    tracked: torch.Tensor  # [R] positions whose attention drift is tested
+    still_masked: torch.Tensor  # bool [N]: keys excluded from the most-attended choice
+    track_num: int
+    gamma: float
+    cosine: str
+    # filled by forward_plans:
+    most_attended: list[torch.Tensor] = field(default_factory=list)  # per layer [track_num]
+    similarity: list[float] = field(default_factory=list)  # per tested layer
+
+
+@dataclass(slots=True)
+class SeqPlan:
+    """One sequence's part of a packed forward (built by a decoder, read by ``forward_plans``)."""
+
+    ids: torch.Tensor  # [N] the canvas
+    rows: torch.Tensor  # [T] positions computed at the layers below refresh_from
+    refresh_from: int  # first layer computing all N rows (0: a full forward; L: none)
+    logit_rows: torch.Tensor  # [O] positions whose logits are returned
+    stats: ComputeStats
+    cache: LayerCache | None = None  # None: no cache (rows must then be all positions)
+    probe: ElasticProbe | None = None
+    first: bool = False  # the sequence's first forward (not counted as a refresh)
+
+
+def forward_plans(model: LLaDAModel, plans: list[SeqPlan]) -> list[torch.Tensor]:
+    """Run one forward for every plan; returns logits [O, V] per plan (float32)."""
+    num_layers = model.num_layers
+    full = [torch.arange(p.ids.numel(), device=p.ids.device) for p in plans]
+    cur = [p.rows for p in plans]  # the positions of the rows of h, per plan
+    h = [model.embed(p.ids[r]) for p, r in zip(plans, cur)]  # each [T_i, d]
+    tables = [model.rotary(f) for f in full]  # (cos, sin) [N_i, dh]
+    for layer, block in enumerate(model.blocks):
+        for i, p in enumerate(plans):
+            h[i], cur[i] = _layer_input(p, layer, h[i], cur[i], full[i])
+            p.stats.rows_computed += cur[i].numel()
+        cos = torch.cat([t[0][r] for t, r in zip(tables, cur)])  # [T, dh]
+        sin = torch.cat([t[1][r] for t, r in zip(tables, cur)])
+        hcat = torch.cat(h)  # [T, d]
+        q, k, v = block.project_qkv(hcat, cos, sin)  # [T, H, dh], [T, Hkv, dh]
+        sizes = [r.numel() for r in cur]
+        outs = [
+            _attend_one(p, layer, qi, ki, vi, cur_i, num_layers)
+            for p, qi, ki, vi, cur_i in zip(plans, q.split(sizes), k.split(sizes), v.split(sizes), cur)
+        ]
+        hcat = block.finish(hcat, torch.cat(outs))
+        h = list(hcat.split(sizes))
+    out = []
+    for p, hi, r in zip(plans, h, cur):
+        p.stats.nfe += 1
+        p.stats.rows_nocache += p.ids.numel() * num_layers
+        index = _locate(r, p.logit_rows)
+        out.append(model.logits(hi[index]))  # [O, V]
+    return out
+
+
+def _layer_input(p: SeqPlan, layer: int, h, rows, full):
+    """Store the layer input of computed rows; switch to the full cached input at refresh_from."""
+    x = p.cache.x if p.cache is not None else None
+    if layer > p.refresh_from or torch.equal(rows, full):
+        if x is not None:
+            x[layer] = h
+        return h, rows
+    if x is None:
+        if layer == p.refresh_from:
+            raise ValueError("a refresh from a middle layer needs the cached layer inputs")
+        return h, rows
+    x[layer, rows] = h
+    if layer == p.refresh_from:
+        return x[layer].clone(), full  # [N, d]: fresh query rows, stale others
+    return h, rows
+
+
+def _attend_one(p: SeqPlan, layer: int, q, k, v, rows, num_layers: int) -> torch.Tensor:
+    """Attention of one sequence's rows over its N keys; Elastic-Cache statistics on the way."""
+    refreshing = layer >= p.refresh_from
+    probe = p.probe
+    if refreshing:
+        if p.cache is not None:
+            p.cache.k[layer], p.cache.v[layer] = k, v
+            if p.cache.q is not None:
+                p.cache.q[layer] = q
+        if not p.first:
+            p.stats.refreshes[layer] += 1
+        keys, values = k, v
+        stat_rows = probe.window if probe is not None else None  # absolute positions == row index
+        o, probs = attend(q, keys, values, stat_rows)
+        if probe is not None:
+            _record_mass(probe, probs)
+        return o
+    cache = p.cache
+    prev = None
+    if probe is not None and probe.tracked.numel() and cache.q is not None:
+        prev_q = cache.q[layer, probe.tracked].transpose(0, 1)  # [H, R, dh]
+        prev = row_probs(prev_q, cache.k[layer].transpose(0, 1))  # [H, R, N] before this update
+    cache.k[layer, rows], cache.v[layer, rows] = k, v
+    if cache.q is not None:
+        cache.q[layer, rows] = q
+    if probe is None:
+        return attend(q, cache.k[layer], cache.v[layer])[0]
+    stat_rows = torch.cat([_locate(rows, probe.tracked), _locate(rows, probe.window)])
+    o, probs = attend(q, cache.k[layer], cache.v[layer], stat_rows)  # probs [H, R+W, N]
+    n_tracked = probe.tracked.numel()
+    _record_mass(probe, probs[:, n_tracked:])
+    if prev is not None:
+        sim = policy.drift_similarity(prev, probs[:, :n_tracked], probe.cosine)
+        probe.similarity.append(sim)
+        if sim < probe.gamma and p.refresh_from > layer + 1:
+            p.refresh_from = layer + 1  # layers l*+1 .. L-1 refresh every row (§1.3 item 5)
+    return o
+
+
+def _record_mass(probe: ElasticProbe, window_probs: torch.Tensor) -> None:
+    score = policy.attention_mass(window_probs, probe.still_masked)  # [N]
+    probe.most_attended.append(policy.most_attended(score, probe.track_num))
+
+
+def _locate(rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Indices of ``positions`` inside ``rows`` (every position must be present)."""
+    if rows.numel() == 0 or positions.numel() == 0:
+        return positions.new_zeros(0)
+    lookup = torch.full((int(rows.max()) + 1,), -1, dtype=torch.long, device=rows.device)
+    lookup[rows] = torch.arange(rows.numel(), device=rows.device)
+    index = lookup[positions]
+    if (index < 0).any():
+        raise RuntimeError("a requested position was not computed in this forward")
+    return index

@@ -1,0 +1,67 @@
+"""Batched decoding with any of the three methods: one packed forward per step for all sequences."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from tqdm import tqdm
+
+from .decoders.base import DecodeResult, DecodeState
+from .decoders.elastic import ElasticState
+from .decoders.fastdllm import FastDLLMState
+from .decoders.llada import LLaDAState
+from .forward import forward_plans
+from .model import LLaDAModel
+from .settings import DecodeSettings, validate_prompt
+
+# method name -> factory(prompt, settings, config, device, model); a new method is one entry here.
+DECODERS: dict[str, Callable[..., DecodeState]] = {
+    "llada": lambda prompt, s, cfg, dev, model: LLaDAState(prompt, s, cfg, dev),
+    "fastdllm": FastDLLMState,
+    "elastic": ElasticState,
+}
+
+
+def new_state(model: LLaDAModel, prompt: list[int], settings: DecodeSettings) -> DecodeState:
+    """Validate one request and build its decoder state (raises ValueError on bad input)."""
+    settings.validate()
+    cfg = model.config
+    validate_prompt(prompt, cfg.mask_token_id, cfg.embedding_size)
+    if len(prompt) + settings.gen_length > cfg.max_sequence_length:
+        raise ValueError(
+            f"prompt ({len(prompt)}) + gen_length ({settings.gen_length}) exceeds the model's "
+            f"max_sequence_length {cfg.max_sequence_length}"
+        )
+    device = next(model.parameters()).device
+    return DECODERS[settings.method](list(prompt), settings, cfg, device, model)
+
+
+@torch.inference_mode()
+def step(model: LLaDAModel, states: Sequence[DecodeState]) -> None:
+    """One denoising step for every unfinished state, in one packed forward."""
+    active = [s for s in states if not s.done]
+    if not active:
+        return
+    logits = forward_plans(model, [s.plan() for s in active])
+    for state, lg in zip(active, logits):
+        state.advance(lg)
+
+
+def generate(
+    model: LLaDAModel,
+    prompts: Sequence[list[int]],
+    settings: DecodeSettings | Sequence[DecodeSettings],
+    progress: bool = False,
+) -> list[DecodeResult]:
+    """Decode every prompt; each sequence keeps its own window, cache and refresh layer."""
+    if isinstance(settings, DecodeSettings):
+        settings = [settings] * len(prompts)
+    if len(settings) != len(prompts):
+        raise ValueError("one DecodeSettings per prompt, or one for all")
+    states = [new_state(model, p, s) for p, s in zip(prompts, settings)]
+    with tqdm(desc="decode", unit="step", disable=not progress) as bar:
+        while any(not s.done for s in states):
+            step(model, states)
+            bar.update(1)
+    return [s.result() for s in states]

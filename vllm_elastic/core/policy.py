@@ -1,0 +1,81 @@
+"""The policy pieces shared by the reference decoders and the vLLM runner.
+
+Each function is one decision of research/elastic_cache.md: commit rule (§1.3 item 7), window (§1.3 item
+1), most-attended selection (item 3), drift similarity (item 4), LLaDA's transfer schedule and Gumbel
+noise (§4.1). The decoders and the engine call these; nothing re-implements them.
+"""
+
+from __future__ import annotations
+
+import torch
+
+COSINE_OVER_HEADS = "head"  # the authors' code: F.cosine_similarity(Sprev, Snow, dim=1) on [B, H, R, N]
+COSINE_OVER_KEYS = "key"  # the paper's text: cosine of each attention row over the keys, per head
+COSINE_MODES = (COSINE_OVER_HEADS, COSINE_OVER_KEYS)
+
+
+def confidence(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Max softmax probability and its token, in float64. logits: [R, V] -> conf [R], tokens [R]."""
+    probs = torch.softmax(logits.double(), dim=-1)  # [R, V]
+    conf, tokens = probs.max(dim=-1)
+    return conf, tokens
+
+
+def threshold_commit(conf: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Fast-dLLM's rule: every position with conf >= threshold, and always the most confident one.
+
+    conf: [R] -> bool [R]. Equal to ``conf >= min(threshold, conf.max())`` (generate.py@46c0bc32).
+    """
+    if conf.numel() == 0:
+        return torch.zeros(0, dtype=torch.bool, device=conf.device)
+    return conf >= torch.clamp(conf.max(), max=threshold)
+
+
+def sliding_window(masked: torch.Tensor, window: int, block_caching: bool) -> torch.Tensor:
+    """The query window: the W leftmost still-masked positions, or all of them without block caching.
+
+    masked: ascending positions [M] -> [min(W, M)] or [M].
+    """
+    return masked[:window] if block_caching else masked
+
+
+def attention_mass(window_probs: torch.Tensor, still_masked: torch.Tensor) -> torch.Tensor:
+    """Mass each key receives from the window rows, summed over heads and rows; masked keys get 0.
+
+    window_probs: [H, W, N]; still_masked: bool [N] -> score [N].
+    """
+    score = window_probs.sum(dim=(0, 1))  # [N]
+    return score.masked_fill(still_masked, 0.0)
+
+
+def most_attended(score: torch.Tensor, track_num: int) -> torch.Tensor:
+    """Positions of the top ``track_num`` keys by attention mass. score: [N] -> [track_num]."""
+    return torch.topk(score, min(track_num, score.numel())).indices
+
+
+def drift_similarity(prev: torch.Tensor, now: torch.Tensor, mode: str = COSINE_OVER_HEADS) -> float:
+    """Similarity of the tracked rows' attention before and after this step's cache update.
+
+    prev, now: [H, R, N]. ``head``: cosine over the head axis for each (row, key) pair, averaged over rows
+    and keys (the authors' code). ``key``: cosine of each row over the keys, averaged over heads and rows.
+    """
+    dim = 0 if mode == COSINE_OVER_HEADS else -1
+    return torch.nn.functional.cosine_similarity(prev.float(), now.float(), dim=dim).mean().item()
+
+
+def num_transfer_tokens(num_masked: int, steps: int) -> list[int]:
+    """LLaDA's linear schedule: ``num_masked`` tokens over ``steps`` steps, the remainder first."""
+    base, rem = divmod(num_masked, steps)
+    return [base + 1 if i < rem else base for i in range(steps)]
+
+
+def add_gumbel_noise(
+    logits: torch.Tensor, temperature: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    """LLaDA's Gumbel-max sampling in float64: ``exp(logits) / (-log U)^temperature``; 0 is greedy."""
+    if temperature == 0:
+        return logits
+    logits = logits.double()
+    noise = torch.rand(logits.shape, dtype=torch.float64, generator=generator, device=logits.device)
+    gumbel = (-torch.log(noise)) ** temperature
+    return logits.exp() / gumbel

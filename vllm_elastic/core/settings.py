@@ -1,0 +1,134 @@
+"""Decoding settings of one request, validated with clear errors (offline ValueError, HTTP 400)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from .policy import COSINE_MODES
+
+METHODS = ("llada", "fastdllm", "elastic")
+REMASKING = ("low_confidence", "random")
+FASTDLLM_CACHES = ("none", "prefix", "dual")
+REFRESH_POLICIES = ("drift", "always", "never")
+
+DEFAULT_WINDOW = 16  # Elastic-Cache window_length (β)
+DEFAULT_THRESHOLD = 0.9  # confidence threshold τ (Elastic-Cache and Fast-dLLM)
+DEFAULT_GAMMA = 0.9  # drift threshold γ
+DEFAULT_BLOCK_LENGTH = 32  # LLaDA demo and Fast-dLLM block size
+
+
+@dataclass(slots=True, frozen=True)
+class DecodeSettings:
+    method: str = "elastic"
+    gen_length: int = 256
+    # elastic (research/elastic_cache.md §1.4)
+    window: int = DEFAULT_WINDOW
+    threshold: float = DEFAULT_THRESHOLD
+    gamma: float = DEFAULT_GAMMA
+    track_num: int = 1
+    block_caching: bool = True
+    cosine: str = "head"  # "head": the authors' code; "key": the paper's text
+    refresh: str = "drift"  # "drift" (Elastic-Cache), "always" (every layer every step), "never"
+    # llada reference sampler (generate.py)
+    steps: int | None = None  # default: gen_length (one token per step)
+    block_length: int = DEFAULT_BLOCK_LENGTH
+    temperature: float = 0.0
+    remasking: str = "low_confidence"
+    seed: int = 0
+    # fastdllm
+    cache: str = "prefix"
+
+    @property
+    def num_steps(self) -> int:
+        return self.steps if self.steps is not None else self.gen_length
+
+    def validate(self) -> "DecodeSettings":
+        _choice("method", self.method, METHODS)
+        _choice("cosine", self.cosine, COSINE_MODES)
+        _choice("refresh", self.refresh, REFRESH_POLICIES)
+        _choice("remasking", self.remasking, REMASKING)
+        _choice("cache", self.cache, FASTDLLM_CACHES)
+        if self.gen_length <= 0:
+            raise ValueError(f"gen_length must be > 0, got {self.gen_length}")
+        if self.window <= 0:
+            raise ValueError(f"window must be > 0, got {self.window}")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+        if self.track_num <= 0:
+            raise ValueError(f"track_num must be > 0, got {self.track_num}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.block_length <= 0:
+            raise ValueError(f"block_length must be > 0, got {self.block_length}")
+        if self.method in ("llada", "fastdllm") and self.gen_length % self.block_length:
+            raise ValueError(
+                f"{self.method}: gen_length {self.gen_length} must be a multiple of "
+                f"block_length {self.block_length}"
+            )
+        if self.method == "llada":
+            blocks = self.gen_length // self.block_length
+            if self.num_steps <= 0 or self.num_steps % blocks:
+                raise ValueError(
+                    f"llada: steps {self.num_steps} must be a positive multiple of the number of "
+                    f"blocks ({blocks} = gen_length / block_length)"
+                )
+        return self
+
+    def replace(self, **changes) -> "DecodeSettings":
+        return dataclasses.replace(self, **changes).validate()
+
+    @classmethod
+    def from_dict(cls, raw: dict, base: "DecodeSettings | None" = None) -> "DecodeSettings":
+        """Parse user-supplied values (strings from a CLI or JSON) with a clear error for each."""
+        base = base or cls()
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        changes = {}
+        for key, value in raw.items():
+            if key not in fields:
+                raise ValueError(f"unknown setting {key!r}; known: {sorted(fields)}")
+            changes[key] = _coerce(key, value, type(getattr(base, key)) if key != "steps" else int)
+        return dataclasses.replace(base, **changes).validate()
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; choose from {list(allowed)}")
+
+
+def _coerce(key: str, value, kind: type):
+    if value is None and key == "steps":
+        return None
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                return value.lower() in ("true", "1")
+            return bool(value)
+        if kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            result = float(value)
+            if result != result:  # NaN
+                raise ValueError
+            return result
+        return str(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"setting {key!r} must be {kind.__name__}, got {value!r}") from None
+
+
+def validate_prompt(prompt: list[int], mask_id: int, vocab_size: int) -> None:
+    if len(prompt) == 0:
+        raise ValueError("the prompt is empty")
+    if mask_id in prompt:
+        raise ValueError(f"the prompt contains the mask token id {mask_id}")
+    bad = [t for t in prompt if not 0 <= t < vocab_size]
+    if bad:
+        raise ValueError(f"prompt token ids out of range [0, {vocab_size}): {bad[:5]}")

@@ -1,0 +1,3 @@
+from .sft import main
+
+main()
