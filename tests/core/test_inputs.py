@@ -1,0 +1,61 @@
+"""Bad input gets a clear ValueError."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import MASK_ID
+
+from vllm_elastic.core.generate import generate
+from vllm_elastic.core.settings import DecodeSettings
+
+BAD_SETTINGS = [
+    ({"gen_length": 0}, "gen_length"),
+    ({"gen_length": -4}, "gen_length"),
+    ({"window": 0}, "window"),
+    ({"gamma": 1.5}, "gamma"),
+    ({"gamma": -0.1}, "gamma"),
+    ({"threshold": 0.0}, "threshold"),
+    ({"threshold": 1.2}, "threshold"),
+    ({"method": "magic"}, "method"),
+    ({"gamma": "high"}, "gamma"),
+    ({"window": "3.5"}, "window"),
+    ({"block_caching": "maybe"}, "block_caching"),
+    ({"colour": 1}, "unknown setting"),
+    ({"method": "llada", "gen_length": 40, "block_length": 32}, "multiple"),
+]
+
+
+@pytest.mark.parametrize("raw,needle", BAD_SETTINGS)
+def test_bad_settings_raise(raw, needle):
+    with pytest.raises(ValueError, match=needle):
+        DecodeSettings.from_dict(raw)
+
+
+def test_bad_prompts_raise(model):
+    s = DecodeSettings(gen_length=8)
+    with pytest.raises(ValueError, match="empty"):
+        generate(model, [[]], s)
+    with pytest.raises(ValueError, match="mask token"):
+        generate(model, [[1, MASK_ID, 2]], s)
+    with pytest.raises(ValueError, match="out of range"):
+        generate(model, [[1, 10_000]], s)
+    with pytest.raises(ValueError, match="max_sequence_length"):
+        generate(model, [[1, 2]], s.replace(gen_length=4096))
+
+
+def test_strings_from_a_cli_are_parsed():
+    s = DecodeSettings.from_dict({"gamma": "0.8", "window": "8", "block_caching": "false"})
+    assert (s.gamma, s.window, s.block_caching) == (0.8, 8, False)
+
+
+def test_core_imports_without_vllm():
+    code = (
+        "import sys; sys.modules['vllm'] = None\n"
+        "import vllm_elastic.core.generate, vllm_elastic.core.checkpoint, vllm_elastic.eval.runner\n"
+        "import vllm_elastic.bench.__main__ as b\n"
+        "assert 'vllm' not in [m.split('.')[0] for m in sys.modules if sys.modules[m] is not None]\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,100 @@
+"""Run several methods on the same held-out prompts in one process and print one table.
+
+  python -m vllm_elastic.bench --engine reference --methods llada,fastdllm,elastic \
+      --gen-length 256 --num-prompts 32 --task arith --json out.json
+
+JSON schema: {"runs": [{"engine", "method", "gen_length", "num_prompts", "concurrency", "accuracy",
+"output_tokens", "wall_s", "tokens_per_s", "speedup", "nfe_mean", "layer_token_fraction",
+"refreshes_per_layer", "settings", "outputs"}, ...], "machine", "date", "command"}.
+Output tokens count up to, not including, the first EOS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+from ..eval.cli import add_decoder_args, settings_from_args
+from ..eval.runner import load, run_problems
+from ..tasks import load_jsonl
+
+TASK_FILES = {"arith": "data/arith_test.jsonl", "code": "data/code_test.jsonl"}
+ENGINES = ("reference",)  # "vllm" joins with the plugin
+
+
+def run_row(engine, method, args, model, tokenizer, problems) -> dict:
+    settings = settings_from_args(args, method, args.gen_length)
+    res = run_problems(model, tokenizer, problems, settings, args.concurrency, not args.raw_prompt,
+                       desc=f"{method}@{args.gen_length}")
+    return {
+        "engine": engine, "method": method, "gen_length": args.gen_length,
+        "num_prompts": len(problems), "concurrency": args.concurrency, "task": args.task,
+        "accuracy": res.accuracy, "output_tokens": res.output_tokens, "wall_s": res.wall_s,
+        "tokens_per_s": res.output_tokens / res.wall_s if res.wall_s else 0.0,
+        "nfe_mean": sum(res.nfe) / max(1, len(res.nfe)),
+        "layer_token_fraction": res.layer_token_fraction,
+        "refreshes_per_layer": res.refreshes_per_layer,
+        "settings": dataclasses.asdict(settings), "outputs": res.outputs,
+    }
+
+
+def print_table(runs: list[dict]) -> None:
+    base = {r["gen_length"]: r["tokens_per_s"] for r in runs if r["method"] == "llada"}
+    head = f"{'engine':<10} {'method':<9} {'gen':>5} {'acc':>6} {'out_tok':>8} {'wall_s':>8} "
+    head += f"{'tok/s':>8} {'speedup':>8} {'NFE':>7} {'layer-row':>9}"
+    print(head)
+    for r in runs:
+        ref = base.get(r["gen_length"])
+        r["speedup"] = r["tokens_per_s"] / ref if ref else None
+        speed = f"{r['speedup']:.2f}x" if r["speedup"] else "-"
+        print(f"{r['engine']:<10} {r['method']:<9} {r['gen_length']:>5} {r['accuracy']:>6.3f} "
+              f"{r['output_tokens']:>8} {r['wall_s']:>8.1f} {r['tokens_per_s']:>8.2f} {speed:>8} "
+              f"{r['nfe_mean']:>7.1f} {r['layer_token_fraction']:>9.3f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--engine", default="reference", choices=ENGINES)
+    p.add_argument("--methods", default="llada,fastdllm,elastic")
+    p.add_argument("--model", default="models/llada-tiny")
+    p.add_argument("--gen-length", type=int, default=256)
+    p.add_argument("--num-prompts", type=int, default=16)
+    p.add_argument("--task", default="arith", choices=sorted(TASK_FILES))
+    p.add_argument("--data", default=None, help="a jsonl of problems instead of the task's file")
+    p.add_argument("--concurrency", type=int, default=1, help="sequences decoded together")
+    p.add_argument("--raw-prompt", action="store_true")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", default=None)
+    add_decoder_args(p)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    try:
+        for m in methods:
+            settings_from_args(args, m, args.gen_length)
+        problems = load_jsonl(args.data or TASK_FILES[args.task])[: args.num_prompts]
+    except ValueError as err:
+        p.error(str(err))
+    model, tokenizer = load(args.model)
+    runs = [run_row(args.engine, m, args, model, tokenizer, problems) for m in methods]
+    print_table(runs)
+    if args.json:
+        meta = {
+            "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
+            "date": datetime.date.today().isoformat(),
+            "command": "python -m vllm_elastic.bench " + " ".join(argv if argv else sys.argv[1:]),
+        }
+        Path(args.json).write_text(json.dumps({"runs": runs, **meta}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Scoring of task problems (``python -m vllm_elastic.eval --data FILE.jsonl``)."""

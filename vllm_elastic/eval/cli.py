@@ -1,0 +1,29 @@
+"""Command-line knobs shared by ``eval`` and ``bench``: every DecodeSettings field as a flag."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..core.settings import DecodeSettings
+
+KNOBS = {
+    "window": int, "threshold": float, "gamma": float, "track_num": int, "cosine": str,
+    "refresh": str, "steps": int, "block_length": int, "temperature": float, "remasking": str,
+    "cache": str, "seed": int,
+}
+
+
+def add_decoder_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("decoder settings (defaults: research/elastic_cache.md §1.4)")
+    for name, kind in KNOBS.items():
+        group.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
+    group.add_argument("--block-caching", default=None, choices=["true", "false"])
+
+
+def settings_from_args(args: argparse.Namespace, method: str, gen_length: int) -> DecodeSettings:
+    """DecodeSettings from the flags that were given (ValueError with the reason if invalid)."""
+    raw = {k: getattr(args, k) for k in KNOBS if getattr(args, k) is not None}
+    if args.block_caching is not None:
+        raw["block_caching"] = args.block_caching
+    raw.update(method=method, gen_length=gen_length)
+    return DecodeSettings.from_dict(raw)

@@ -1,0 +1,78 @@
+"""Run a decoder over task problems and score the outputs (shared by ``eval`` and ``bench``)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..core.checkpoint import load_model
+from ..core.generate import generate
+from ..core.model import LLaDAModel
+from ..core.settings import DecodeSettings
+from ..tasks import score
+from ..tasks.prompting import encode_prompt
+
+
+@dataclass(slots=True)
+class RunResult:
+    """One method over a list of problems: outputs in problem order and aggregate counters."""
+
+    outputs: list[str]
+    correct: list[bool]
+    output_tokens: int
+    wall_s: float
+    nfe: list[int]
+    rows_computed: int
+    rows_nocache: int
+    refreshes_per_layer: list[int] = field(default_factory=list)
+
+    @property
+    def accuracy(self) -> float:
+        return sum(self.correct) / len(self.correct) if self.correct else 0.0
+
+    @property
+    def layer_token_fraction(self) -> float:
+        return self.rows_computed / self.rows_nocache if self.rows_nocache else 0.0
+
+
+def load(model_dir: str | Path, dtype: torch.dtype = torch.float32):
+    from transformers import AutoTokenizer
+
+    return load_model(model_dir, dtype=dtype), AutoTokenizer.from_pretrained(str(model_dir))
+
+
+def run_problems(
+    model: LLaDAModel,
+    tokenizer,
+    problems: list[dict],
+    settings: DecodeSettings,
+    batch_size: int = 8,
+    chat: bool = True,
+    progress: bool = True,
+    desc: str = "",
+) -> RunResult:
+    """Decode ``problems`` in batches of ``batch_size`` and score each output."""
+    prompts = [encode_prompt(tokenizer, p["prompt"], chat) for p in problems]
+    res = RunResult([], [], 0, 0.0, [], 0, 0, [0] * model.num_layers)
+    bar = tqdm(total=len(prompts), desc=desc or settings.method, disable=not progress, unit="prompt")
+    for lo in range(0, len(prompts), batch_size):
+        start = time.perf_counter()
+        results = generate(model, prompts[lo : lo + batch_size], settings)
+        res.wall_s += time.perf_counter() - start
+        for problem, r in zip(problems[lo : lo + batch_size], results):
+            text = tokenizer.decode(r.tokens, skip_special_tokens=True)
+            res.outputs.append(text)
+            res.correct.append(score(text, problem))
+            res.output_tokens += len(r.tokens)
+            res.nfe.append(r.stats.nfe)
+            res.rows_computed += r.stats.rows_computed
+            res.rows_nocache += r.stats.rows_nocache
+            res.refreshes_per_layer = [a + b for a, b in zip(res.refreshes_per_layer, r.stats.refreshes)]
+        bar.update(len(results))
+        bar.set_postfix(acc=f"{res.accuracy:.3f}")
+    bar.close()
+    return res
