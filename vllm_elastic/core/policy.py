@@ -31,6 +31,21 @@ def threshold_commit(conf: torch.Tensor, threshold: float) -> torch.Tensor:
     return conf >= torch.clamp(conf.max(), max=threshold)
 
 
+def topk_commit(conf: torch.Tensor, k: int) -> torch.Tensor:
+    """The fixed-rate rule (``threshold=None, tokens_per_iter=k`` in the authors' code): the k most
+    confident positions. conf: [R] -> bool [R]."""
+    keep = torch.zeros_like(conf, dtype=torch.bool)
+    keep[torch.topk(conf, min(k, conf.numel())).indices] = True
+    return keep
+
+
+def commit_mask(conf: torch.Tensor, threshold: float, tokens_per_step: int | None) -> torch.Tensor:
+    """The commit rule of a step: fixed top-k when ``tokens_per_step`` is set, else the threshold rule."""
+    if tokens_per_step is not None:
+        return topk_commit(conf, tokens_per_step)
+    return threshold_commit(conf, threshold)
+
+
 def sliding_window(masked: torch.Tensor, window: int, block_caching: bool) -> torch.Tensor:
     """The query window: the W leftmost still-masked positions, or all of them without block caching.
 

@@ -12,6 +12,7 @@ REMASKING = ("low_confidence", "random")
 FASTDLLM_CACHES = ("none", "prefix", "dual")
 REFRESH_POLICIES = ("drift", "always", "never")
 
+OPTIONAL_INTS = ("steps", "tokens_per_step")
 DEFAULT_WINDOW = 16  # Elastic-Cache window_length (β)
 DEFAULT_THRESHOLD = 0.9  # confidence threshold τ (Elastic-Cache and Fast-dLLM)
 DEFAULT_GAMMA = 0.9  # drift threshold γ
@@ -28,6 +29,7 @@ class DecodeSettings:
     gamma: float = DEFAULT_GAMMA
     track_num: int = 1
     block_caching: bool = True
+    tokens_per_step: int | None = None  # elastic/fastdllm: commit the top-k instead of thresholding
     cosine: str = "head"  # "head": the authors' code; "key": the paper's text
     refresh: str = "drift"  # "drift" (Elastic-Cache), "always" (every layer every step), "never"
     # llada reference sampler (generate.py)
@@ -57,6 +59,8 @@ class DecodeSettings:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
         if not 0.0 < self.threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+        if self.tokens_per_step is not None and self.tokens_per_step <= 0:
+            raise ValueError(f"tokens_per_step must be > 0, got {self.tokens_per_step}")
         if self.track_num <= 0:
             raise ValueError(f"track_num must be > 0, got {self.track_num}")
         if self.temperature < 0:
@@ -89,7 +93,8 @@ class DecodeSettings:
         for key, value in raw.items():
             if key not in fields:
                 raise ValueError(f"unknown setting {key!r}; known: {sorted(fields)}")
-            changes[key] = _coerce(key, value, type(getattr(base, key)) if key != "steps" else int)
+            kind = int if key in OPTIONAL_INTS else type(getattr(base, key))
+            changes[key] = _coerce(key, value, kind)
         return dataclasses.replace(base, **changes).validate()
 
 
@@ -99,7 +104,7 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
 
 
 def _coerce(key: str, value, kind: type):
-    if value is None and key == "steps":
+    if value is None and key in OPTIONAL_INTS:
         return None
     try:
         if kind is bool:

@@ -68,7 +68,7 @@ class ElasticState:
         window = self._window[: s.window]
         self.tracked = torch.unique(torch.cat(self._probe.most_attended))  # union over layers
         conf, tokens = policy.confidence(logits)
-        keep = policy.threshold_commit(conf, s.threshold)
+        keep = policy.commit_mask(conf, s.threshold, s.tokens_per_step)
         committed, values = window[keep], tokens[keep]
         c.x[committed] = values
         self.newdec = committed

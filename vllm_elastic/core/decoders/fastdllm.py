@@ -58,7 +58,7 @@ class FastDLLMState:
         block = self.canvas.x[lo:hi]  # view
         is_masked = block == self.canvas.mask_id
         conf, tokens = policy.confidence(logits[is_masked])
-        keep = policy.threshold_commit(conf, self.settings.threshold)
+        keep = policy.commit_mask(conf, self.settings.threshold, self.settings.tokens_per_step)
         positions = is_masked.nonzero().squeeze(-1)[keep]
         block[positions] = tokens[keep]
         self.block_started = True

@@ -1,0 +1,138 @@
+"""Every GPU-side check in one call (CUDA + PyTorch, no vLLM needed), results in one JSON file.
+
+  python benchmarks/gpu_check.py --out OUT_DIR            # on a GPU machine, at most ~8 minutes
+  python benchmarks/gpu_check.py --out OUT_DIR --smoke    # tiny shapes on the CPU (run by the tests)
+
+1. the tests marked ``gpu`` (pytest -m gpu), when not --smoke;
+2. the CUDA kernels' parity tests, if the extension is built (they are among the ``gpu`` tests);
+3. the core decoders on a random LLaDA built from the LLaDA-8B config.json in bf16: tokens/s of llada,
+   fastdllm and elastic at gen_length 256 and 512, batch 1 and 8. Random weights give flat confidences,
+   so every method commits a fixed TOKENS_PER_STEP tokens per step (llada: steps = gen / TOKENS_PER_STEP;
+   fastdllm/elastic: tokens_per_step), which keeps the caches exercised and the NFE equal across methods.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from vllm_elastic.core.config import LLaDAConfig, llada_8b_config  # noqa: E402
+from vllm_elastic.core.generate import generate  # noqa: E402
+from vllm_elastic.core.model import LLaDAModel  # noqa: E402
+from vllm_elastic.core.settings import DecodeSettings  # noqa: E402
+
+TOKENS_PER_STEP = 4
+METHODS = ("llada", "fastdllm", "elastic")
+
+
+def build_model(smoke: bool, device: str) -> LLaDAModel:
+    if smoke:
+        cfg = LLaDAConfig(d_model=128, n_heads=4, n_kv_heads=4, n_layers=2, mlp_hidden_size=256,
+                          vocab_size=256, embedding_size=256, mask_token_id=255, eos_token_id=254,
+                          pad_token_id=254, max_sequence_length=1024)
+        dtype = torch.float32
+    else:
+        cfg, dtype = llada_8b_config(), torch.bfloat16
+    torch.manual_seed(0)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = LLaDAModel(cfg)
+    finally:
+        torch.set_default_dtype(previous)
+    return model.eval()
+
+
+def settings_for(method: str, gen: int) -> DecodeSettings:
+    if method == "llada":
+        return DecodeSettings(method=method, gen_length=gen, steps=gen // TOKENS_PER_STEP)
+    return DecodeSettings(method=method, gen_length=gen, tokens_per_step=TOKENS_PER_STEP)
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def decode_rows(model, device, gens, batches, budget_s, start) -> list[dict]:
+    rng = random.Random(0)
+    vocab = model.config.eos_token_id  # prompt ids below EOS and the mask id
+    rows = []
+    generate(model, [[1, 2, 3]], settings_for("elastic", 32))  # warm-up
+    for gen in gens:
+        for batch in batches:
+            prompts = [[rng.randrange(vocab) for _ in range(rng.randint(48, 80))] for _ in range(batch)]
+            for method in METHODS:
+                if time.perf_counter() - start > budget_s:
+                    rows.append({"method": method, "gen_length": gen, "batch": batch,
+                                 "skipped": "time budget"})
+                    continue
+                sync(device)
+                t0 = time.perf_counter()
+                out = generate(model, prompts, settings_for(method, gen))
+                sync(device)
+                wall = time.perf_counter() - t0
+                rows.append({
+                    "method": method, "gen_length": gen, "batch": batch, "wall_s": wall,
+                    "canvas_tokens_per_s": batch * gen / wall,
+                    "nfe_mean": sum(r.stats.nfe for r in out) / batch,
+                    "layer_token_fraction": sum(r.stats.rows_computed for r in out)
+                    / sum(r.stats.rows_nocache for r in out),
+                })
+                print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def run_gpu_tests(budget_s: float) -> dict:
+    dirs = [d for d in ("tests/core", "tests/kernels") if (ROOT / d).exists()]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", *dirs]
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=budget_s)
+    except subprocess.TimeoutExpired:
+        return {"cmd": " ".join(cmd), "rc": None, "tail": "timed out"}
+    return {"cmd": " ".join(cmd), "rc": proc.returncode, "tail": proc.stdout[-2000:]}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--out", required=True)
+    p.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU")
+    p.add_argument("--budget-s", type=float, default=420.0, help="stop starting new runs after this")
+    args = p.parse_args()
+    start = time.perf_counter()
+    device = "cpu" if args.smoke or not torch.cuda.is_available() else "cuda"
+    if not args.smoke and device != "cuda":
+        print("no CUDA device: use --smoke on the CPU", file=sys.stderr)
+        return 2
+    report = {
+        "date": time.strftime("%Y-%m-%d"), "smoke": args.smoke, "torch": torch.__version__,
+        "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
+        "tokens_per_step": TOKENS_PER_STEP,
+    }
+    if not args.smoke:
+        report["gpu_tests"] = run_gpu_tests(min(120.0, args.budget_s / 3))
+    model = build_model(args.smoke, device)
+    gens, batches = ((32, 64), (1, 2)) if args.smoke else ((256, 512), (1, 8))
+    report["decode"] = decode_rows(model, device, gens, batches, args.budget_s, start)
+    report["total_s"] = time.perf_counter() - start
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu_check.json").write_text(json.dumps(report, indent=2))
+    print(f"wrote {out / 'gpu_check.json'} in {report['total_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
