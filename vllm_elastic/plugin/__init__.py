@@ -1,14 +1,19 @@
 """vLLM side of vllm-elastic. ``register`` is the ``vllm.general_plugins`` entry point ``elastic``.
 
 vLLM calls it in every process it starts (API server, engine core, workers). It must be cheap and
-idempotent: it imports nothing heavy and records that it ran, so that tests can assert the plugin
-loaded (vLLM only logs a plugin that fails). The model, runner, scheduler and attention backend are
-registered here as they land (issue: vLLM plugin core).
+idempotent. It registers, for the architecture ``LLaDAModelLM``: the HF config class of
+``model_type: llada`` (no trust_remote_code), the vLLM model (lazily, by qualname) and the config
+hook that picks our worker and scheduler. vLLM only logs a plugin that fails, so it also records
+that it ran: ``is_registered()`` in-process, and one line per event in the file named by
+``VLLM_ELASTIC_TRACE_FILE`` when that is set (tests read it to see every process of an engine).
 """
 
 from __future__ import annotations
 
 import os
+
+TRACE_ENV = "VLLM_ELASTIC_TRACE_FILE"
+MODEL_QUALNAME = "vllm_elastic.plugin.model:LLaDAForDiffusionLM"
 
 _REGISTERED_PID: int | None = None
 
@@ -17,9 +22,27 @@ def register() -> None:
     global _REGISTERED_PID
     if _REGISTERED_PID == os.getpid():
         return
+    from transformers import AutoConfig
+    from vllm import ModelRegistry
+    from vllm.model_executor.models.config import MODELS_CONFIG_MAP
+
+    from .config import ARCHITECTURE, MODEL_TYPE, ElasticConfigHook, LLaDAHFConfig
+
+    AutoConfig.register(MODEL_TYPE, LLaDAHFConfig, exist_ok=True)
+    ModelRegistry.register_model(ARCHITECTURE, MODEL_QUALNAME)
+    MODELS_CONFIG_MAP[ARCHITECTURE] = ElasticConfigHook
     _REGISTERED_PID = os.getpid()
+    trace("register")
 
 
 def is_registered() -> bool:
     """True once ``register`` has run in this process."""
     return _REGISTERED_PID == os.getpid()
+
+
+def trace(event: str) -> None:
+    """Append ``"<pid> <event>"`` to $VLLM_ELASTIC_TRACE_FILE (a no-op when it is unset)."""
+    path = os.environ.get(TRACE_ENV)
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{os.getpid()} {event}\n")

@@ -1,0 +1,63 @@
+"""Shared by the plugin tests: a small random LLaDA checkpoint and the core's expected output.
+
+The checkpoint is written in the real HF layout (head_dim 64: a head size vLLM's CPU attention
+accepts), with weights scaled so that outputs vary and some requests end on EOS.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vllm_elastic.core.checkpoint import save_model
+from vllm_elastic.core.config import LLaDAConfig
+from vllm_elastic.core.generate import generate
+from vllm_elastic.core.model import LLaDAModel
+from vllm_elastic.core.settings import DecodeSettings
+
+MASK_ID, EOS_ID, VOCAB = 63, 6, 64
+GEN_LENGTH = 32
+ENGINE_WIDE = {"block_length": 16}  # additional_config={"elastic": ENGINE_WIDE}
+PROMPTS = [[(7 * i + 3 * j) % 60 for j in range(n)] for i, n in enumerate([3, 9, 17, 5, 26, 12])]
+METHODS = {
+    "elastic": {"method": "elastic", "gamma": 0.9, "window": 8, "threshold": 0.9},
+    "elastic-track2": {"method": "elastic", "gamma": 0.95, "track_num": 2, "block_caching": False},
+    "fastdllm": {"method": "fastdllm", "cache": "dual", "threshold": 0.8},
+    "llada": {"method": "llada", "steps": 16},
+}
+
+
+def write_checkpoint(directory) -> None:
+    torch.manual_seed(0)
+    cfg = LLaDAConfig(
+        d_model=128,
+        n_heads=2,
+        n_kv_heads=2,
+        n_layers=3,
+        mlp_hidden_size=256,
+        vocab_size=VOCAB,
+        embedding_size=VOCAB,
+        rope_theta=10000.0,
+        max_sequence_length=512,
+        mask_token_id=MASK_ID,
+        eos_token_id=EOS_ID,
+        pad_token_id=EOS_ID,
+    )
+    model = LLaDAModel(cfg).eval()
+    with torch.no_grad():  # sharper attention and logits than the default init: varied outputs
+        for block in model.blocks:
+            block.attn_out.weight.mul_(4.0)
+            block.q_proj.weight.mul_(3.0)
+            block.k_proj.weight.mul_(3.0)
+        model.transformer["wte"].weight.mul_(3.0)
+        model.transformer["ff_out"].weight.mul_(6.0)
+    save_model(model, directory)
+
+
+def expected(model, prompts, extra) -> list[tuple[list[int], str]]:
+    base = DecodeSettings.from_dict(ENGINE_WIDE)
+    s = DecodeSettings.from_dict({**extra, "gen_length": GEN_LENGTH}, base)
+    # the plugin hands out the EOS that ends a request; the core's result stops before it
+    return [
+        (r.tokens + [EOS_ID], "stop") if r.finished_by_eos else (r.tokens, "length")
+        for r in generate(model, prompts, s)
+    ]

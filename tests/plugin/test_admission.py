@@ -1,0 +1,61 @@
+"""Memory pressure: with KV blocks for only two canvases, eight requests queue and all finish right.
+
+The scheduler admits a request only when blocks for its whole canvas (prompt + max_tokens) fit, so a
+running canvas never has to be preempted to grow. One engine for the module.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+pytest.importorskip("vllm")
+
+from plugin_helpers import ENGINE_WIDE, GEN_LENGTH, METHODS, PROMPTS, expected  # noqa: E402
+
+BLOCK_SIZE = 128  # every canvas here (<= 26 + 32 tokens) takes one block
+NUM_BLOCKS = 2  # room for two canvases at a time
+
+
+@pytest.fixture(scope="module")
+def small_llm(checkpoint):
+    from vllm import LLM
+
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    engine = LLM(
+        model=str(checkpoint),
+        skip_tokenizer_init=True,
+        dtype="float32",
+        enforce_eager=True,
+        max_model_len=BLOCK_SIZE * NUM_BLOCKS,
+        block_size=BLOCK_SIZE,
+        num_gpu_blocks_override=NUM_BLOCKS + 1,
+        max_num_seqs=8,  # + vLLM's null block
+        additional_config={"elastic": ENGINE_WIDE},
+    )
+    yield engine
+    del engine
+
+
+def test_eight_requests_queue_for_two_canvases(small_llm, reference_model):
+    from vllm import SamplingParams
+
+    prompts = (PROMPTS + PROMPTS)[:8]
+    extra = METHODS["elastic"]
+    params = SamplingParams(max_tokens=GEN_LENGTH, extra_args=dict(extra))
+    engine = small_llm.llm_engine
+    for i, prompt in enumerate(prompts):
+        engine.add_request(str(i), {"prompt_token_ids": prompt}, params)
+    finished, most_running = {}, 0
+    while engine.has_unfinished_requests():
+        for out in engine.step():
+            if out.finished:
+                finished[out.request_id] = (
+                    list(out.outputs[0].token_ids),
+                    out.outputs[0].finish_reason,
+                )
+        (info,) = small_llm.collective_rpc("elastic_info")
+        most_running = max(most_running, info["live_decodes"])
+    assert [finished[str(i)] for i in range(8)] == expected(reference_model, prompts, extra)
+    assert most_running == NUM_BLOCKS  # queued, yet never more canvases in flight than fit

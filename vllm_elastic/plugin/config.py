@@ -1,0 +1,126 @@
+"""The LLaDA config for vLLM and the per-architecture hook that picks our runner and scheduler.
+
+``LLaDAHFConfig`` lets ``transformers.AutoConfig`` read a LLaDA ``config.json`` (``model_type:
+llada``) without ``trust_remote_code``: LLaDA's native names (``d_model``, ``n_heads`` ...) are
+kept, and the generic names vLLM reads (``hidden_size``, ``num_attention_heads`` ...) are aliases of
+them.
+
+``ElasticConfigHook`` is the ``MODELS_CONFIG_MAP`` entry for ``LLaDAModelLM``. vLLM runs it once, in
+the front-end process, while it builds the ``VllmConfig``; the engine core and the workers receive
+the updated config (research/vllm_v1_hooks.md, Q2).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from transformers.configuration_utils import PreTrainedConfig
+from vllm.logger import init_logger
+from vllm.model_executor.models.config import VerifyAndUpdateConfig
+
+from ..core.config import LLADA_8B_EOS_ID, LLADA_8B_MASK_ID, LLaDAConfig
+from . import settings
+
+if TYPE_CHECKING:
+    from vllm.config import VllmConfig
+
+logger = init_logger("vllm.plugins.elastic")  # under "vllm": printed with vLLM's own log format
+
+ARCHITECTURE = "LLaDAModelLM"
+MODEL_TYPE = "llada"
+WORKER_CLS = "vllm_elastic.plugin.worker.ElasticCPUWorker"
+SCHEDULER_CLS = "vllm_elastic.plugin.scheduler.ElasticScheduler"
+
+
+class LLaDAHFConfig(PreTrainedConfig):
+    model_type = MODEL_TYPE
+    attribute_map = {
+        "hidden_size": "d_model",
+        "num_attention_heads": "n_heads",
+        "num_key_value_heads": "n_kv_heads",
+        "num_hidden_layers": "n_layers",
+        "intermediate_size": "mlp_hidden_size",
+        "max_position_embeddings": "max_sequence_length",
+    }
+
+    def __init__(
+        self,
+        d_model: int = 4096,
+        n_heads: int = 32,
+        n_kv_heads: int | None = None,
+        n_layers: int = 32,
+        mlp_hidden_size: int = 12288,
+        vocab_size: int = 126464,
+        embedding_size: int | None = None,
+        rope_theta: float = 500000.0,
+        rms_norm_eps: float = 1e-5,
+        max_sequence_length: int = 4096,
+        mask_token_id: int = LLADA_8B_MASK_ID,
+        eos_token_id: int = LLADA_8B_EOS_ID,
+        pad_token_id: int | None = LLADA_8B_EOS_ID,
+        weight_tying: bool = False,
+        **kwargs,
+    ) -> None:
+        self.d_model, self.n_heads, self.n_layers = d_model, n_heads, n_layers
+        self.n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
+        self.mlp_hidden_size, self.vocab_size = mlp_hidden_size, vocab_size
+        self.embedding_size = vocab_size if embedding_size is None else embedding_size
+        self.rope_theta, self.rms_norm_eps = rope_theta, rms_norm_eps
+        self.max_sequence_length, self.mask_token_id = max_sequence_length, mask_token_id
+        self.weight_tying = weight_tying
+        kwargs.pop("tie_word_embeddings", None)
+        super().__init__(
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id,
+            tie_word_embeddings=weight_tying,
+            **kwargs,
+        )
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+
+def core_config(hf_config: PreTrainedConfig) -> LLaDAConfig:
+    """The core's LLaDAConfig of a vLLM hf_config (the model's single source of architecture)."""
+    return LLaDAConfig.from_dict(hf_config.to_dict())
+
+
+class ElasticConfigHook(VerifyAndUpdateConfig):
+    @staticmethod
+    def verify_and_update_config(vllm_config: VllmConfig) -> None:
+        """Pick our worker and scheduler; turn off what a re-computed canvas cannot use."""
+        defaults = settings.set_engine_defaults(vllm_config)  # bad additional_config fails here
+        par, sched, cache = (
+            vllm_config.parallel_config,
+            vllm_config.scheduler_config,
+            vllm_config.cache_config,
+        )
+        model = vllm_config.model_config
+        if par.tensor_parallel_size * par.pipeline_parallel_size != 1:
+            raise NotImplementedError(
+                "vllm-elastic runs with tensor/pipeline parallel size 1 for now: the core's caches "
+                "and drift statistics are not sharded over heads yet"
+            )
+        par.worker_cls = WORKER_CLS
+        sched.scheduler_cls = SCHEDULER_CLS
+        turned_off = []
+        if cache.enable_prefix_caching:
+            cache.enable_prefix_caching = False
+            turned_off.append("prefix caching (a refresh rewrites prompt K/V)")
+        if sched.enable_chunked_prefill:
+            sched.enable_chunked_prefill = False
+            turned_off.append("chunked prefill (the first step sees the whole canvas at once)")
+        # Each step schedules a request's whole remaining canvas: one canvas must fit the budget.
+        sched.max_num_batched_tokens = max(model.max_model_len, sched.max_num_batched_tokens)
+        processors = list(model.logits_processors or [])
+        if settings.VALIDATOR_QUALNAME not in processors:
+            model.logits_processors = [*processors, settings.VALIDATOR_QUALNAME]
+        logger.info(
+            "vllm-elastic: %s uses worker %s and scheduler %s; turned off: %s; default method %s",
+            ARCHITECTURE,
+            WORKER_CLS,
+            SCHEDULER_CLS,
+            ", ".join(turned_off) or "nothing",
+            defaults.method,
+        )

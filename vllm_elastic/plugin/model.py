@@ -1,0 +1,217 @@
+"""LLaDA as a vLLM model: the core's architecture on vLLM's tensor-parallel layers.
+
+The diffusion runner does not call ``forward``: it drives this model through the per-layer interface
+the core's ``forward_plans`` uses (``embed``, ``rotary``, ``blocks[i].project_qkv`` / ``finish``,
+``logits``, ``num_layers``, ``config``), so that the decoding algorithm exists once, in ``core/``.
+Norms and RoPE are the core's own modules (same math, same numerics); the projections are vLLM's
+``QKVParallelLinear`` / ``MergedColumnParallelLinear`` / ``RowParallelLinear`` and the embeddings
+``VocabParallelEmbedding`` / ``ParallelLMHead``, loaded from the real checkpoint names
+(``model.transformer.blocks.{i}.q_proj.weight`` ...).
+
+Paged K/V (next milestone, issue 3 item 4): each block owns a vLLM ``Attention`` layer so that
+vLLM's KV cache manager sizes and counts blocks for every canvas (admission control uses them), but
+in this milestone the decoders keep K/V in the core's per-request ``LayerCache`` and the paged
+blocks stay unused. The paged version will (1) replace ``LayerCache`` by views into this request's
+blocks (``get_forward_context().slot_mapping`` / block table), with the layer inputs and queries a
+refresh needs in an extra per-layer spec sharing the block table (research/vllm_v1_hooks.md Q3); (2)
+give the ``Attention`` layers a bidirectional Elastic backend that attends the query rows over all N
+paged keys and returns the window rows' key mass and the tracked rows' drift; (3) shard the caches
+and the head sums over the TP group. ``forward`` below is vLLM's plain entry (dummy and profiling
+runs) and uses the stock backend, which is causal: it is not a LLaDA forward until (2) lands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from vllm.config import VllmConfig
+from vllm.distributed import get_tensor_model_parallel_world_size
+from vllm.model_executor.layers.attention import Attention
+from vllm.model_executor.layers.linear import (
+    MergedColumnParallelLinear,
+    QKVParallelLinear,
+    RowParallelLinear,
+)
+from vllm.model_executor.layers.logits_processor import LogitsProcessor
+from vllm.model_executor.layers.vocab_parallel_embedding import (
+    ParallelLMHead,
+    VocabParallelEmbedding,
+)
+from vllm.model_executor.model_loader.weight_utils import default_weight_loader
+
+from ..core.config import LLaDAConfig
+from ..core.model import RMSNorm, Rotary, apply_rope
+from .config import core_config
+
+CHECKPOINT_PREFIX = "model."  # HF LLaDA checkpoints name tensors model.transformer....
+# checkpoint projection name -> (our fused parameter, its shard id)
+FUSED_SHARDS = {
+    "q_proj": ("qkv", "q"),
+    "k_proj": ("qkv", "k"),
+    "v_proj": ("qkv", "v"),
+    "ff_proj": ("gate_up", 0),  # SwiGLU gate
+    "up_proj": ("gate_up", 1),
+}
+
+
+class LLaDABlock(nn.Module):
+    """One LLaDALlamaBlock: weights only, per-request state lives in the decoders."""
+
+    def __init__(self, cfg: LLaDAConfig, vllm_config: VllmConfig, prefix: str) -> None:
+        super().__init__()
+        d, hd, tp = cfg.d_model, cfg.head_dim, get_tensor_model_parallel_world_size()
+        quant = vllm_config.quant_config
+        self.head_dim = hd
+        self.n_heads = cfg.n_heads // tp  # heads on this rank
+        self.n_kv_heads = max(1, cfg.n_kv_heads // tp)
+        self.attn_norm = RMSNorm(d, cfg.rms_norm_eps)
+        self.ff_norm = RMSNorm(d, cfg.rms_norm_eps)
+        self.qkv = QKVParallelLinear(
+            d,
+            hd,
+            cfg.n_heads,
+            cfg.n_kv_heads,
+            bias=False,
+            quant_config=quant,
+            prefix=f"{prefix}.qkv",
+        )
+        self.attn_out = RowParallelLinear(
+            cfg.n_heads * hd, d, bias=False, quant_config=quant, prefix=f"{prefix}.attn_out"
+        )
+        self.gate_up = MergedColumnParallelLinear(
+            d, [cfg.mlp_hidden_size] * 2, bias=False, quant_config=quant, prefix=f"{prefix}.gate_up"
+        )
+        self.ff_out = RowParallelLinear(
+            cfg.mlp_hidden_size, d, bias=False, quant_config=quant, prefix=f"{prefix}.ff_out"
+        )
+        self.attn = Attention(
+            self.n_heads,
+            hd,
+            hd**-0.5,
+            num_kv_heads=self.n_kv_heads,
+            cache_config=vllm_config.cache_config,
+            quant_config=quant,
+            prefix=f"{prefix}.attn",
+        )
+
+    def project_qkv(
+        self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """h: [..., T, d] -> q [..., T, H, dh], k and v [..., T, Hkv, dh], RoPE on q and k."""
+        qkv, _ = self.qkv(self.attn_norm(h))  # [..., T, (H + 2 Hkv) dh]
+        sizes = [self.n_heads * self.head_dim] + [self.n_kv_heads * self.head_dim] * 2
+        q, k, v = qkv.split(sizes, dim=-1)
+        shape = h.shape[:-1]
+        q = q.reshape(*shape, self.n_heads, self.head_dim)  # [..., T, H, dh]
+        k = k.reshape(*shape, self.n_kv_heads, self.head_dim)  # [..., T, Hkv, dh]
+        v = v.reshape(*shape, self.n_kv_heads, self.head_dim)  # [..., T, Hkv, dh]
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def finish(self, h: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        """Residual attention output then SwiGLU MLP. h: [..., T, d], attn: [..., T, H dh]."""
+        out, _ = self.attn_out(attn)  # [..., T, d]
+        h = h + out
+        gate_up, _ = self.gate_up(self.ff_norm(h))  # [..., T, 2 mlp]
+        gate, up = gate_up.chunk(2, dim=-1)
+        down, _ = self.ff_out(F.silu(gate) * up)  # [..., T, d]
+        return h + down
+
+    def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """vLLM's paged path (stock backend). h: [T, d] -> [T, d]."""
+        q, k, v = self.project_qkv(h, cos, sin)
+        return self.finish(h, self.attn(q.flatten(-2), k.flatten(-2), v.flatten(-2)))
+
+
+class LLaDAForDiffusionLM(nn.Module):
+    """``LLaDAModelLM`` for vLLM: ``transformer.{wte, blocks, ln_f, ff_out}``, as the checkpoint."""
+
+    def __init__(self, *, vllm_config: VllmConfig, prefix: str = "") -> None:
+        super().__init__()
+        cfg = core_config(vllm_config.model_config.hf_config)
+        self.config = cfg  # the core's LLaDAConfig (what forward_plans and the decoders read)
+        quant = vllm_config.quant_config
+        base = f"{prefix}.transformer" if prefix else "transformer"
+        self.transformer = nn.ModuleDict(
+            {
+                "wte": VocabParallelEmbedding(
+                    cfg.embedding_size, cfg.d_model, quant_config=quant, prefix=f"{base}.wte"
+                ),
+                "blocks": nn.ModuleList(
+                    LLaDABlock(cfg, vllm_config, f"{base}.blocks.{i}") for i in range(cfg.n_layers)
+                ),
+                "ln_f": RMSNorm(cfg.d_model, cfg.rms_norm_eps),
+                "ff_out": ParallelLMHead(
+                    cfg.embedding_size, cfg.d_model, quant_config=quant, prefix=f"{base}.ff_out"
+                ),
+            }
+        )
+        self.logits_processor = LogitsProcessor(cfg.embedding_size)
+        self.rotary = Rotary(cfg.head_dim, cfg.rope_theta)
+
+    # -- the per-layer interface of core.forward_plans ------------------------------------------
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.transformer["blocks"]
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.n_layers
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.transformer["wte"](ids)  # [..., T, d]
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """h: [T, d] -> [T, V] float32 (V = embedding_size, as the core model)."""
+        return self.logits_processor(
+            self.transformer["ff_out"], self.transformer["ln_f"](h)
+        ).float()
+
+    # -- vLLM's model interface -----------------------------------------------------------------
+    def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.embed(input_ids)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None,
+        positions: torch.Tensor,
+        intermediate_tensors=None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        """input_ids, positions: [T] -> hidden states [T, d] (see the module docstring)."""
+        h = self.embed(input_ids) if inputs_embeds is None else inputs_embeds  # [T, d]
+        cos, sin = self.rotary(positions)  # [T, dh]
+        for block in self.blocks:
+            h = block(h, cos, sin)
+        return h
+
+    def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
+        return self.logits(hidden_states)
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
+        """Load ``model.transformer.*`` tensors, fusing q/k/v and gate/up into their shards."""
+        params = dict(self.named_parameters())
+        loaded: set[str] = set()
+        for name, tensor in weights:
+            name = name.removeprefix(CHECKPOINT_PREFIX)
+            parent, _, leaf = name.rpartition(".")  # ..., "weight"
+            owner, _, proj = parent.rpartition(".")
+            if proj in FUSED_SHARDS and owner.startswith("transformer.blocks."):
+                fused, shard = FUSED_SHARDS[proj]
+                target = f"{owner}.{fused}.{leaf}"
+                params[target].weight_loader(params[target], tensor, shard)
+            else:
+                target = name
+                if target not in params:
+                    raise ValueError(f"unexpected LLaDA checkpoint tensor {name!r}")
+                param = params[target]
+                getattr(param, "weight_loader", default_weight_loader)(param, tensor)
+            loaded.add(target)
+        if self.config.extra.get("weight_tying") and "transformer.ff_out.weight" not in loaded:
+            head, wte = params["transformer.ff_out.weight"], params["transformer.wte.weight"]
+            head.weight_loader(head, wte.data)
+            loaded.add("transformer.ff_out.weight")
+        return loaded

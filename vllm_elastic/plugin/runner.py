@@ -1,0 +1,142 @@
+"""The diffusion model runner: one denoising step of every scheduled request per engine step.
+
+A narrow subclass of vLLM's V1 runner (``CPUModelRunner``; research/vllm_v1_hooks.md Q1, mode B).
+vLLM still does its bookkeeping (persistent batch, block tables, output assembly); three methods
+change:
+
+- ``execute_model`` frees the decode state of finished or aborted requests and marks the step;
+- ``_model_forward`` skips vLLM's own forward in a real step (its hidden states are not used);
+- ``_sample`` runs ``core.generate.step`` on the vLLM model for all scheduled requests (one packed
+  forward, per-sequence attention), then returns, per request, the tokens that newly extend its
+  contiguous committed prefix, padded with -1 (vLLM drops those). The scheduler appends them and
+  rolls the rest of the canvas back (``scheduler.py``).
+
+Per-request state is a ``RequestDecode`` kept here by request id: never on an ``nn.Module``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from vllm.logger import init_logger
+from vllm.v1.outputs import SamplerOutput
+from vllm.v1.worker.cpu_model_runner import CPUModelRunner
+
+from ..core.decoders.base import DecodeState
+from ..core.generate import new_state, step
+from . import settings, trace
+
+if TYPE_CHECKING:
+    from vllm.v1.core.sched.output import SchedulerOutput
+
+logger = init_logger("vllm.plugins.elastic")
+
+PLACEHOLDER = -1  # vLLM's PLACEHOLDER_TOKEN_ID: "no token in this slot"
+MIN_WIDTH = 2  # a width-1 output makes vLLM keep -1 entries (research/vllm_v1_hooks.md pitfall 3)
+
+
+@dataclass(slots=True)
+class RequestDecode:
+    """One request on the worker: its core decoder state and how much of it was handed out."""
+
+    state: DecodeState | None  # None: the request was rejected here (error set)
+    prompt_len: int
+    eos_id: int
+    mask_id: int
+    emitted: int = 0  # generated tokens handed to vLLM so far
+    finished: bool = False  # the EOS or the canvas end was handed out
+    error: str | None = None
+
+    def take_committed(self) -> list[int]:
+        """Tokens that extend the contiguous committed prefix since the last call (EOS included)."""
+        if self.finished:
+            return []
+        if self.state is None:
+            self.finished = True
+            return [self.eos_id]  # the scheduler stops the request on the model's EOS
+        canvas = self.state.canvas  # every core decoder keeps its canvas as ``canvas``
+        rest = canvas.x[self.prompt_len + self.emitted :]  # [G - emitted]
+        masked = (rest == self.mask_id).nonzero()
+        new = rest[: int(masked[0]) if masked.numel() else rest.numel()].tolist()
+        if self.eos_id in new:
+            new = new[: new.index(self.eos_id) + 1]
+            self.finished = True
+        self.emitted += len(new)
+        self.finished = self.finished or self.emitted == canvas.length - self.prompt_len
+        return new
+
+
+class ElasticRunnerMixin:
+    """The diffusion step on top of a vLLM V1 runner (mixed into ``CPUModelRunner`` below)."""
+
+    def init_elastic(self) -> None:
+        self.decodes: dict[str, RequestDecode] = {}
+        self.engine_defaults = settings.engine_settings(self.vllm_config.additional_config)
+        self.step_pending = False  # execute_model saw scheduled tokens; _sample has not run yet
+
+    def execute_model(self, scheduler_output: SchedulerOutput, intermediate_tensors=None):
+        for req_id in scheduler_output.finished_req_ids:  # finished, stopped or aborted
+            self.decodes.pop(req_id, None)
+        self.step_pending = scheduler_output.total_num_scheduled_tokens > 0
+        return super().execute_model(scheduler_output, intermediate_tensors)
+
+    def _model_forward(
+        self,
+        input_ids=None,
+        positions=None,
+        intermediate_tensors=None,
+        inputs_embeds=None,
+        **model_kwargs: Any,
+    ):
+        if not self.step_pending:  # dummy and profiling runs: vLLM's own forward
+            return super()._model_forward(
+                input_ids, positions, intermediate_tensors, inputs_embeds, **model_kwargs
+            )
+        num_tokens = positions.shape[-1]
+        d_model = self.get_model().config.d_model
+        return torch.zeros(
+            num_tokens, d_model, dtype=self.dtype, device=self.device
+        )  # [T, d] unused
+
+    def _sample(self, logits, spec_decode_metadata) -> SamplerOutput:
+        if not self.step_pending:
+            return super()._sample(logits, spec_decode_metadata)
+        self.step_pending = False
+        batch = self.input_batch
+        req_ids = batch.req_ids[: batch.num_reqs]
+        decodes = [self._decode_of(req_id) for req_id in req_ids]
+        model = self.get_model()
+        step(model, [d.state for d in decodes if d.state is not None and not d.finished])
+        new_tokens = [d.take_committed() for d in decodes]
+        width = max([MIN_WIDTH, *map(len, new_tokens)])
+        out = torch.full((len(req_ids), width), PLACEHOLDER, dtype=torch.int32)  # [R, width]
+        for row, tokens in enumerate(new_tokens):
+            out[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.int32)
+        return SamplerOutput(sampled_token_ids=out.to(self.device), logprobs_tensors=None)
+
+    def _decode_of(self, req_id: str) -> RequestDecode:
+        decode = self.decodes.get(req_id)
+        if decode is not None:
+            return decode
+        request = self.requests[req_id]
+        model = self.get_model()
+        cfg = model.config
+        prompt = list(request.prompt_token_ids or [])
+        decode = RequestDecode(None, len(prompt), cfg.eos_token_id, cfg.mask_token_id)
+        try:
+            s = settings.request_settings(request.sampling_params, self.engine_defaults)
+            decode.state = new_state(model, prompt, s)
+        except ValueError as exc:  # checked at submission already; this is the last guard
+            decode.error = str(exc)
+            logger.error("vllm-elastic: request %s rejected on the worker: %s", req_id, exc)
+        self.decodes[req_id] = decode
+        return decode
+
+
+class ElasticCPUModelRunner(ElasticRunnerMixin, CPUModelRunner):
+    def __init__(self, vllm_config, device: torch.device) -> None:
+        super().__init__(vllm_config, device)
+        self.init_elastic()
+        trace("runner")

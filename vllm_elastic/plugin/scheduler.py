@@ -1,0 +1,96 @@
+"""The scheduler hook: a request's canvas is re-run every step until the runner commits tokens.
+
+A subclass of vLLM's V1 ``Scheduler`` (research/vllm_v1_hooks.md Q1, mode B). The not-yet-handed-out
+part of each running request's canvas is scheduled as draft tokens; with
+``num_sampled_tokens_per_step = 0`` vLLM rolls back every draft the runner did not turn into an
+output token, so ``num_computed_tokens`` stays at the committed length and the same canvas positions
+are scheduled again next step (their KV blocks stay allocated; nothing is re-allocated).
+
+Admission: a waiting request is admitted only when KV blocks for its whole canvas (prompt +
+max_tokens) fit next to what the running requests still need, so a running canvas never has to be
+preempted to grow. Requests finish on the model's EOS (as handed out by the runner) or at the end of
+the canvas (vLLM's max_tokens stop).
+"""
+
+from __future__ import annotations
+
+from vllm.utils.math_utils import cdiv
+from vllm.v1.core.sched.scheduler import Scheduler
+from vllm.v1.request import Request, RequestStatus
+
+from . import trace
+
+
+class ElasticScheduler(Scheduler):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # NOTE: an instance attribute of the stock scheduler (1 for autoregressive models). 0 makes
+        # an empty output reject all drafts instead of hanging the request (hooks doc, pitfall 1).
+        self.num_sampled_tokens_per_step = 0
+        hf_config = self.vllm_config.model_config.hf_config
+        self.model_eos_id: int = hf_config.eos_token_id
+        self.canvas_token_id: int = (
+            hf_config.mask_token_id
+        )  # placeholder ids; the runner has the canvas
+        trace("scheduler")
+
+    def schedule(self, *args, **kwargs):
+        for request in self.running:
+            remaining = request.max_tokens - request.num_output_tokens
+            # drafts are consumed by every schedule(): set them again each step
+            request.spec_token_ids = [self.canvas_token_id] * max(remaining, 0)
+        limit = self.max_num_active_reqs
+        admissible = (
+            len(self.running) + self.num_waiting_for_streaming_input + self._num_admissible()
+        )
+        self.max_num_active_reqs = min(limit, admissible)  # caps admission in this schedule() only
+        try:
+            return super().schedule(*args, **kwargs)
+        finally:
+            self.max_num_active_reqs = limit
+
+    def _num_admissible(self) -> int:
+        """How many waiting requests, in queue order, fit with their whole canvas."""
+        free = self.kv_cache_manager.block_pool.get_num_free_blocks()
+        free -= sum(self._blocks_still_needed(r) for r in self.running)
+        admitted = 0
+        for request in self.waiting:
+            need = self._blocks_still_needed(request)
+            if need > free:
+                break
+            free, admitted = free - need, admitted + 1
+        return admitted
+
+    def _blocks_still_needed(self, request: Request) -> int:
+        """Blocks the request's canvas (prompt + max_tokens) needs beyond those it holds."""
+        tokens = min(request.num_prompt_tokens + request.max_tokens, self.max_model_len)
+        held = self.kv_cache_manager.coordinator.get_blocks(request.request_id)
+        groups = len(self.kv_cache_config.kv_cache_groups)
+        return max(0, groups * cdiv(tokens, self.block_size) - sum(map(len, held)))
+
+    def _update_request_with_output(
+        self, request: Request, new_token_ids: list[int], is_stale: bool = False
+    ) -> tuple[list[int], bool]:
+        """Also stop on the model's EOS (vLLM's check uses the tokenizer's, if any)."""
+        new_token_ids, stopped = super()._update_request_with_output(
+            request, new_token_ids, is_stale
+        )
+        if not stopped and new_token_ids and new_token_ids[-1] == self.model_eos_id:
+            request.status = RequestStatus.FINISHED_STOPPED
+            stopped = True
+        return new_token_ids, stopped
+
+    def make_spec_decoding_stats(
+        self,
+        spec_decoding_stats,
+        num_draft_tokens,
+        num_accepted_tokens,
+        num_invalid_spec_tokens,
+        request_id,
+    ):
+        """No speculative-decoding metrics: the drafts are a canvas, not guesses to accept.
+
+        (The stock method sizes its stats by ``num_spec_tokens`` = 0 and raises IndexError; hooks
+        doc pitfall 2.)
+        """
+        return None

@@ -1,0 +1,78 @@
+"""Decoding settings from vLLM: engine-wide ``additional_config={"elastic": {...}}`` and per request
+``SamplingParams.extra_args`` (the OpenAI server's ``vllm_xargs``), parsed by the core's
+``DecodeSettings.from_dict`` so that there is one set of names, defaults and error messages.
+
+``max_tokens`` is the canvas length (``gen_length``). Per-request keys override engine-wide ones.
+Bad values raise ``ValueError`` in the front end, at submission: ``ElasticSettingsValidator`` is a
+no-op vLLM logits processor whose ``validate_params`` hook vLLM calls for every request before it
+reaches the engine (the config hook in ``plugin/config.py`` installs it), so one bad request fails
+alone and the others in flight never see it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
+
+from ..core.settings import DecodeSettings
+
+if TYPE_CHECKING:
+    from vllm import SamplingParams
+    from vllm.config import VllmConfig
+
+ADDITIONAL_CONFIG_KEY = "elastic"  # additional_config={"elastic": {...}}
+VALIDATOR_QUALNAME = "vllm_elastic.plugin.settings:ElasticSettingsValidator"
+
+# The engine-wide settings of this process's engine, set by the config hook (front-end process),
+# read by the submission check. NOTE: one engine per process; a second engine replaces them.
+_engine_defaults: DecodeSettings | None = None
+
+
+def engine_settings(additional_config: dict[str, Any] | None) -> DecodeSettings:
+    """Parse ``additional_config["elastic"]`` (raises ValueError with the offending key)."""
+    raw = (additional_config or {}).get(ADDITIONAL_CONFIG_KEY) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(
+            f"additional_config[{ADDITIONAL_CONFIG_KEY!r}] must be a dict, got {raw!r}"
+        )
+    if "gen_length" in raw:
+        raise ValueError("gen_length is set per request by max_tokens, not in additional_config")
+    return DecodeSettings.from_dict(raw)
+
+
+def request_settings(params: SamplingParams, base: DecodeSettings) -> DecodeSettings:
+    """One request's settings: ``base`` overridden by ``extra_args``; gen_length = max_tokens."""
+    extra = dict(params.extra_args or {})
+    if "gen_length" in extra:
+        raise ValueError("set the canvas length with max_tokens, not extra_args['gen_length']")
+    if params.max_tokens is None:
+        raise ValueError("max_tokens (the canvas length) is required")
+    return DecodeSettings.from_dict({**extra, "gen_length": params.max_tokens}, base)
+
+
+def set_engine_defaults(vllm_config: VllmConfig) -> DecodeSettings:
+    global _engine_defaults
+    _engine_defaults = engine_settings(vllm_config.additional_config)
+    return _engine_defaults
+
+
+class ElasticSettingsValidator(LogitsProcessor):
+    """Checks each request's settings at submission; changes no logits."""
+
+    @classmethod
+    def validate_params(cls, sampling_params: SamplingParams) -> None:
+        request_settings(sampling_params, _engine_defaults or DecodeSettings())
+
+    def __init__(self, vllm_config: VllmConfig, device: torch.device, is_pin_memory: bool) -> None:
+        pass
+
+    def is_argmax_invariant(self) -> bool:
+        return True
+
+    def update_state(self, batch_update: BatchUpdate | None) -> None:
+        pass
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits
