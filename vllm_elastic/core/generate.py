@@ -12,6 +12,7 @@ from .decoders.elastic import ElasticState
 from .decoders.fastdllm import FastDLLMState
 from .decoders.llada import LLaDAState
 from .forward import forward_plans
+from .config import LLaDAConfig
 from .model import LLaDAModel
 from .settings import DecodeSettings, validate_prompt
 
@@ -23,18 +24,22 @@ DECODERS: dict[str, Callable[..., DecodeState]] = {
 }
 
 
-def new_state(model: LLaDAModel, prompt: list[int], settings: DecodeSettings) -> DecodeState:
-    """Validate one request and build its decoder state (raises ValueError on bad input)."""
+def validate_request(cfg: LLaDAConfig, prompt: list[int], settings: DecodeSettings) -> None:
+    """Every check a request must pass before decoding (ValueError with the reason)."""
     settings.validate()
-    cfg = model.config
     validate_prompt(prompt, cfg.mask_token_id, cfg.embedding_size)
     if len(prompt) + settings.gen_length > cfg.max_sequence_length:
         raise ValueError(
             f"prompt ({len(prompt)}) + gen_length ({settings.gen_length}) exceeds the model's "
             f"max_sequence_length {cfg.max_sequence_length}"
         )
+
+
+def new_state(model: LLaDAModel, prompt: list[int], settings: DecodeSettings) -> DecodeState:
+    """Validate one request and build its decoder state (raises ValueError on bad input)."""
+    validate_request(model.config, prompt, settings)
     device = next(model.parameters()).device
-    return DECODERS[settings.method](list(prompt), settings, cfg, device, model)
+    return DECODERS[settings.method](list(prompt), settings, model.config, device, model)
 
 
 @torch.inference_mode()

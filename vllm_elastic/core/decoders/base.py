@@ -27,6 +27,7 @@ class DecodeState(Protocol):
 
     settings: DecodeSettings
     stats: ComputeStats
+    canvas: "Canvas"  # the prompt and the generated positions (masks until committed)
     done: bool
 
     def plan(self) -> SeqPlan: ...
