@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..core.checkpoint import save_model
+from ..core.checkpoint import load_model, save_model
 from ..core.config import LLaDAConfig
 from ..core.model import LLaDAModel
 from ..tasks import FAMILIES, load_jsonl
@@ -42,12 +42,16 @@ def tiny_config(tokenizer, args: argparse.Namespace) -> LLaDAConfig:
     )
 
 
-def make_batch(rng: random.Random, tokenizer, batch: int, held_out: set[str]):
+def make_batch(rng: random.Random, tokenizer, batch: int, held_out: set[str],
+               arith_fraction: float | None = None, canvas_weights=CANVAS_WEIGHTS):
     """ids [B, T], response mask [B, T] (True on the response and its EOS tail)."""
-    canvas = rng.choices(CANVAS_CHOICES, CANVAS_WEIGHTS)[0]
+    canvas = rng.choices(CANVAS_CHOICES, canvas_weights)[0]
     pairs = []
     while len(pairs) < batch:
-        family = FAMILIES[rng.choice(sorted(FAMILIES))]
+        if arith_fraction is None:
+            family = FAMILIES[rng.choice(sorted(FAMILIES))]
+        else:
+            family = FAMILIES["arith" if rng.random() < arith_fraction else "code"]
         problem = family.make_problem(rng)
         if problem["prompt"] in held_out:
             continue
@@ -87,21 +91,27 @@ def train(args: argparse.Namespace) -> None:
     rng = random.Random(args.seed)
     out = Path(args.out)
     tokenizer = build_tokenizer(collect_words())
+    if args.init_from:  # a later stage of a curriculum: same tokenizer, weights from the last stage
+        model = load_model(args.init_from)
+        cfg = model.config
+        model.train()
+    else:
+        cfg = tiny_config(tokenizer, args)
+        model = LLaDAModel(cfg)
     save_tokenizer(tokenizer, out)
-    cfg = tiny_config(tokenizer, args)
-    model = LLaDAModel(cfg)
     held_out = {row["prompt"] for f in args.held_out for row in load_jsonl(f)}
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1, betas=(0.9, 0.95))
-    log = open(out / "train_log.jsonl", "w")
+    log = open(out / "train_log.jsonl", "a" if args.init_from else "w")
     start, ema = time.time(), None
     bar = tqdm(range(args.steps), desc="train")
     for step in bar:
         elapsed = (time.time() - start) / 60
-        if elapsed > args.minutes:
+        if elapsed > args.minutes or step == args.stop_after:
             break
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
-        ids, is_response = make_batch(rng, tokenizer, args.batch, held_out)
+        ids, is_response = make_batch(rng, tokenizer, args.batch, held_out, args.arith_fraction,
+                                      args.canvas_weights)
         loss = sft_loss(model, ids, is_response, cfg.mask_token_id)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -110,7 +120,7 @@ def train(args: argparse.Namespace) -> None:
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         bar.set_postfix(loss=f"{ema:.3f}")
         if step % 25 == 0:
-            log.write(json.dumps({"step": step, "minutes": round(elapsed, 2), "loss": loss.item(),
+            log.write(json.dumps({"stage": args.stage, "step": step, "minutes": round(elapsed, 2), "loss": loss.item(),
                                   "loss_ema": ema, "lr": opt.param_groups[0]["lr"]}) + "\n")
             log.flush()
         if step and step % args.save_every == 0:
@@ -135,6 +145,12 @@ def main() -> None:
     p.add_argument("--n-heads", type=int, default=4)
     p.add_argument("--mlp", type=int, default=512)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--stage", type=int, default=1, help="curriculum stage (recorded in the log)")
+    p.add_argument("--init-from", default=None, help="continue from this checkpoint (curriculum stage)")
+    p.add_argument("--stop-after", type=int, default=None, help="stop at this step (schedule unchanged)")
+    p.add_argument("--arith-fraction", type=float, default=None, help="share of arith problems")
+    p.add_argument("--canvas-weights", type=float, nargs=3, default=list(CANVAS_WEIGHTS),
+                   help=f"sampling weights of the canvas lengths {CANVAS_CHOICES}")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     train(args)
