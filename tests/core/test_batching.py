@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import random_prompts
+from random_llada import random_prompts
 
 from vllm_elastic.core.generate import generate
 from vllm_elastic.core.settings import DecodeSettings

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import random_model
+from random_llada import random_model
 from safetensors.torch import load_file
 
 from vllm_elastic.core.checkpoint import load_model, save_model

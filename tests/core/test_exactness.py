@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import EOS_ID, MASK_ID, random_model, random_prompts
+from random_llada import EOS_ID, MASK_ID, random_model, random_prompts
 
 from vllm_elastic.core import policy
 from vllm_elastic.core.accounting import ComputeStats

@@ -31,7 +31,7 @@ def test_gpu_check_smoke(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_core_decoders_on_cuda_match_batched():
-    from conftest import random_model, random_prompts
+    from random_llada import random_model, random_prompts
 
     from vllm_elastic.core.generate import generate
     from vllm_elastic.core.settings import DecodeSettings

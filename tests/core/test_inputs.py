@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import MASK_ID
+from random_llada import MASK_ID
 
 from vllm_elastic.core.generate import generate
 from vllm_elastic.core.settings import DecodeSettings

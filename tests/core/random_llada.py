@@ -1,8 +1,9 @@
+"""Random LLaDA models and prompts for the core tests."""
+
 from __future__ import annotations
 
 import random
 
-import pytest
 import torch
 
 from vllm_elastic.core.config import LLaDAConfig
@@ -28,7 +29,3 @@ def random_prompts(n: int, seed: int = 0, lo: int = 3, hi: int = 20) -> list[lis
     rng = random.Random(seed)
     return [[rng.randrange(0, EOS_ID) for _ in range(rng.randint(lo, hi))] for _ in range(n)]
 
-
-@pytest.fixture(scope="session")
-def model() -> LLaDAModel:
-    return random_model()
