@@ -40,3 +40,16 @@ def test_mixed_settings_in_one_batch(model):
     batched = generate(model, prompts, mixed)
     alone = [generate(model, [p], s)[0] for p, s in zip(prompts, mixed)]
     assert [r.tokens for r in batched] == [r.tokens for r in alone]
+
+
+@pytest.mark.parametrize("name", ["llada", "fastdllm-prefix", "elastic"])
+def test_early_stop_keeps_output_and_saves_steps(model, name):
+    prompts = random_prompts(4, seed=13)
+    settings = CASES[name]
+    full = generate(model, prompts, settings)
+    early = generate(model, prompts, settings.replace(early_stop=True))
+    assert [r.tokens for r in early] == [r.tokens for r in full]
+    for f, e in zip(full, early):
+        assert e.stats.nfe <= f.stats.nfe
+        if f.finished_by_eos and name != "elastic":
+            assert e.stats.nfe < f.stats.nfe

@@ -61,3 +61,10 @@ def expected(model, prompts, extra) -> list[tuple[list[int], str]]:
         (r.tokens + [EOS_ID], "stop") if r.finished_by_eos else (r.tokens, "length")
         for r in generate(model, prompts, s)
     ]
+
+
+def core_stats(model, prompts, extra) -> list[dict]:
+    """The core decoder's ComputeStats.to_dict() per prompt, for the settings ``expected`` uses."""
+    base = DecodeSettings.from_dict(ENGINE_WIDE)
+    s = DecodeSettings.from_dict({**extra, "gen_length": GEN_LENGTH}, base)
+    return [r.stats.to_dict() for r in generate(model, prompts, s)]

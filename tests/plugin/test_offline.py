@@ -13,7 +13,14 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from plugin_helpers import ENGINE_WIDE, GEN_LENGTH, METHODS, PROMPTS, expected  # noqa: E402
+from plugin_helpers import (  # noqa: E402
+    ENGINE_WIDE,
+    GEN_LENGTH,
+    METHODS,
+    PROMPTS,
+    core_stats,
+    expected,
+)
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +125,31 @@ def test_bad_setting_raises_and_others_finish(llm, reference_model):
     assert [finished[f"good-{i}"] for i in range(3)] == expected(reference_model, PROMPTS[:3], good)
     (info,) = llm.collective_rpc("elastic_info")
     assert info["live_decodes"] == 0  # the worker freed every finished request's state
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_request_stats_equal_core(llm, reference_model, name):
+    """``request_stats`` returns each request's NFE, refreshes and layer-row fraction.
+
+    They equal the core decoder's for a request that runs to the canvas end. NOTE: a request
+    that ends on EOS stops as soon as its committed prefix reaches the EOS, while the core decoders
+    go on until their own ``done`` (llada and fastdllm: every block; elastic: every mask before the
+    first EOS committed), so there the plugin's counts are at most the core's.
+    """
+    from vllm import SamplingParams
+
+    from vllm_elastic.plugin.stats import request_stats
+
+    params = SamplingParams(max_tokens=GEN_LENGTH, extra_args=dict(METHODS[name]))
+    outs = llm.generate([{"prompt_token_ids": p} for p in PROMPTS], params, use_tqdm=False)
+    got = request_stats(llm, outs)
+    want = core_stats(reference_model, PROMPTS, METHODS[name])
+    reasons = [o.outputs[0].finish_reason for o in outs]
+    assert "length" in reasons
+    for stats, core, reason in zip(got, want, reasons):
+        assert stats["nfe"] > 0 and 0 < stats["layer_token_fraction"] <= 1
+        if reason == "length":
+            assert stats == core
+        else:
+            assert stats["nfe"] <= core["nfe"] and stats["rows_computed"] <= core["rows_computed"]
+    assert request_stats(llm, [outs[0]]) == got[:1]  # still there for a second lookup

@@ -2,6 +2,13 @@
 
   python -m vllm_elastic.bench --engine reference --methods llada,fastdllm,elastic \
       --gen-length 256 --num-prompts 32 --task arith --json out.json
+  python -m vllm_elastic.bench --engine vllm --methods llada,fastdllm,elastic \
+      --gen-length 256 --num-prompts 32 --concurrency 1,4,16 --task arith --json out.json
+
+One row per (method, concurrency). ``reference``: the core decoders, ``concurrency`` sequences
+decoded together. ``vllm``: one ``vllm.LLM`` with the plugin, at most ``concurrency`` requests in
+flight, methods per request (``bench/vllm_engine.py``); NFE and layer-row fraction from the
+plugin's per-request stats. Prompts and outputs are encoded and decoded the same way for both.
 
 JSON schema: {"runs": [{"engine", "method", "gen_length", "num_prompts", "concurrency", "accuracy",
 "output_tokens", "wall_s", "tokens_per_s", "speedup", "nfe_mean", "layer_token_fraction",
@@ -26,16 +33,29 @@ from ..eval.runner import load, run_problems
 from ..tasks import load_jsonl
 
 TASK_FILES = {"arith": "data/arith_test.jsonl", "code": "data/code_test.jsonl"}
-ENGINES = ("reference",)  # "vllm" joins with the plugin
+ENGINES = ("reference", "vllm")
 
 
-def run_row(engine, method, args, model, tokenizer, problems) -> dict:
+def make_runner(args, concurrencies: list[int]):
+    """run(problems, settings, concurrency, chat, desc) -> RunResult on the chosen engine."""
+    if args.engine == "vllm":
+        from .vllm_engine import VLLMBench  # imports vllm
+
+        return VLLMBench(args.model, max_num_seqs=max(concurrencies)).run
+    model, tokenizer = load(args.model)
+
+    def run(problems, settings, concurrency, chat, desc):
+        return run_problems(model, tokenizer, problems, settings, concurrency, chat, desc=desc)
+
+    return run
+
+
+def run_row(engine, method, concurrency, args, run, problems) -> dict:
     settings = settings_from_args(args, method, args.gen_length)
-    res = run_problems(model, tokenizer, problems, settings, args.concurrency, not args.raw_prompt,
-                       desc=f"{method}@{args.gen_length}")
+    res = run(problems, settings, concurrency, not args.raw_prompt, f"{method}@{args.gen_length}")
     return {
         "engine": engine, "method": method, "gen_length": args.gen_length,
-        "num_prompts": len(problems), "concurrency": args.concurrency, "task": args.task,
+        "num_prompts": len(problems), "concurrency": concurrency, "task": args.task,
         "accuracy": res.accuracy, "output_tokens": res.output_tokens, "wall_s": res.wall_s,
         "tokens_per_s": res.output_tokens / res.wall_s if res.wall_s else 0.0,
         "nfe_mean": sum(res.nfe) / max(1, len(res.nfe)),
@@ -45,17 +65,23 @@ def run_row(engine, method, args, model, tokenizer, problems) -> dict:
     }
 
 
+def _setup(r: dict) -> tuple:
+    """Rows that share a llada baseline for ``speedup``: same engine, gen length, concurrency."""
+    return r["engine"], r["gen_length"], r["concurrency"]
+
+
 def print_table(runs: list[dict]) -> None:
-    base = {r["gen_length"]: r["tokens_per_s"] for r in runs if r["method"] == "llada"}
-    head = f"{'engine':<10} {'method':<9} {'gen':>5} {'acc':>6} {'out_tok':>8} {'wall_s':>8} "
-    head += f"{'tok/s':>8} {'speedup':>8} {'NFE':>7} {'layer-row':>9}"
+    base = {_setup(r): r["tokens_per_s"] for r in runs if r["method"] == "llada"}
+    head = f"{'engine':<10} {'method':<9} {'gen':>5} {'conc':>5} {'acc':>6} {'out_tok':>8} "
+    head += f"{'wall_s':>8} {'tok/s':>8} {'speedup':>8} {'NFE':>7} {'layer-row':>9}"
     print(head)
     for r in runs:
-        ref = base.get(r["gen_length"])
+        ref = base.get(_setup(r))
         r["speedup"] = r["tokens_per_s"] / ref if ref else None
         speed = f"{r['speedup']:.2f}x" if r["speedup"] else "-"
-        print(f"{r['engine']:<10} {r['method']:<9} {r['gen_length']:>5} {r['accuracy']:>6.3f} "
-              f"{r['output_tokens']:>8} {r['wall_s']:>8.1f} {r['tokens_per_s']:>8.2f} {speed:>8} "
+        print(f"{r['engine']:<10} {r['method']:<9} {r['gen_length']:>5} {r['concurrency']:>5} "
+              f"{r['accuracy']:>6.3f} {r['output_tokens']:>8} {r['wall_s']:>8.1f} "
+              f"{r['tokens_per_s']:>8.2f} {speed:>8} "
               f"{r['nfe_mean']:>7.1f} {r['layer_token_fraction']:>9.3f}")
 
 
@@ -68,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-prompts", type=int, default=16)
     p.add_argument("--task", default="arith", choices=sorted(TASK_FILES))
     p.add_argument("--data", default=None, help="a jsonl of problems instead of the task's file")
-    p.add_argument("--concurrency", type=int, default=1, help="sequences decoded together")
+    p.add_argument("--concurrency", default="1",
+                   help="sequences decoded together (vllm: requests in flight); a list: 1,4,16")
     p.add_argument("--raw-prompt", action="store_true")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default=None)
@@ -78,13 +105,16 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     try:
+        concurrencies = [int(c) for c in args.concurrency.split(",") if c.strip()]
+        if not concurrencies or min(concurrencies) <= 0:
+            raise ValueError(f"--concurrency must be positive integers, got {args.concurrency!r}")
         for m in methods:
             settings_from_args(args, m, args.gen_length)
         problems = load_jsonl(args.data or TASK_FILES[args.task])[: args.num_prompts]
     except ValueError as err:
         p.error(str(err))
-    model, tokenizer = load(args.model)
-    runs = [run_row(args.engine, m, args, model, tokenizer, problems) for m in methods]
+    run = make_runner(args, concurrencies)
+    runs = [run_row(args.engine, m, c, args, run, problems) for c in concurrencies for m in methods]
     print_table(runs)
     if args.json:
         meta = {

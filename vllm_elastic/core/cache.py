@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -37,3 +38,8 @@ class LayerCache:
             q=torch.zeros(cfg.n_layers, n, cfg.n_heads, cfg.head_dim, **opts),
             x=torch.zeros(cfg.n_layers, n, cfg.d_model, **opts),
         )
+
+
+# (model, n, keep_inputs) -> the caches of one sequence; an engine passes its own (e.g. paged
+# storage) through ``generate.new_state``. It must offer LayerCache's indexing surface.
+CacheFactory = Callable[[LLaDAModel, int, bool], LayerCache]

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from tqdm import tqdm
 
+from .cache import CacheFactory, LayerCache
 from .decoders.base import DecodeResult, DecodeState
 from .decoders.elastic import ElasticState
 from .decoders.fastdllm import FastDLLMState
@@ -16,9 +17,10 @@ from .config import LLaDAConfig
 from .model import LLaDAModel
 from .settings import DecodeSettings, validate_prompt
 
-# method name -> factory(prompt, settings, config, device, model); a new method is one entry here.
+# method name -> factory(prompt, settings, config, device, model, cache_factory); a new method is
+# one entry here.
 DECODERS: dict[str, Callable[..., DecodeState]] = {
-    "llada": lambda prompt, s, cfg, dev, model: LLaDAState(prompt, s, cfg, dev),
+    "llada": lambda prompt, s, cfg, dev, model, cache_factory: LLaDAState(prompt, s, cfg, dev),
     "fastdllm": FastDLLMState,
     "elastic": ElasticState,
 }
@@ -35,11 +37,20 @@ def validate_request(cfg: LLaDAConfig, prompt: list[int], settings: DecodeSettin
         )
 
 
-def new_state(model: LLaDAModel, prompt: list[int], settings: DecodeSettings) -> DecodeState:
-    """Validate one request and build its decoder state (raises ValueError on bad input)."""
+def new_state(
+    model: LLaDAModel,
+    prompt: list[int],
+    settings: DecodeSettings,
+    cache_factory: CacheFactory = LayerCache.allocate,
+) -> DecodeState:
+    """Validate one request and build its decoder state (raises ValueError on bad input).
+
+    ``cache_factory`` builds the state's per-layer caches (an engine's paged storage, for one).
+    """
     validate_request(model.config, prompt, settings)
     device = next(model.parameters()).device
-    return DECODERS[settings.method](list(prompt), settings, model.config, device, model)
+    make = DECODERS[settings.method]
+    return make(list(prompt), settings, model.config, device, model, cache_factory)
 
 
 @torch.inference_mode()

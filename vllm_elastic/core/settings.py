@@ -23,6 +23,9 @@ DEFAULT_BLOCK_LENGTH = 32  # LLaDA demo and Fast-dLLM block size
 class DecodeSettings:
     method: str = "elastic"
     gen_length: int = 256
+    # stop once the answer up to its first EOS is committed (what a serving engine does; the output
+    # is unchanged). Off by default: the reference sampler and Fast-dLLM decode every block.
+    early_stop: bool = False
     # elastic (research/elastic_cache.md §1.4)
     window: int = DEFAULT_WINDOW
     threshold: float = DEFAULT_THRESHOLD

@@ -18,12 +18,15 @@ def add_decoder_args(parser: argparse.ArgumentParser) -> None:
     for name, kind in KNOBS.items():
         group.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
     group.add_argument("--block-caching", default=None, choices=["true", "false"])
+    group.add_argument("--early-stop", default=None, choices=["true", "false"],
+                       help="stop at the committed EOS, as the vLLM engine does (default false)")
 
 
 def settings_from_args(args: argparse.Namespace, method: str, gen_length: int) -> DecodeSettings:
     """DecodeSettings from the flags that were given (ValueError with the reason if invalid)."""
     raw = {k: getattr(args, k) for k in KNOBS if getattr(args, k) is not None}
-    if args.block_caching is not None:
-        raw["block_caching"] = args.block_caching
+    for flag in ("block_caching", "early_stop"):
+        if getattr(args, flag, None) is not None:
+            raw[flag] = getattr(args, flag)
     raw.update(method=method, gen_length=gen_length)
     return DecodeSettings.from_dict(raw)

@@ -8,16 +8,15 @@ Norms and RoPE are the core's own modules (same math, same numerics); the projec
 ``VocabParallelEmbedding`` / ``ParallelLMHead``, loaded from the real checkpoint names
 (``model.transformer.blocks.{i}.q_proj.weight`` ...).
 
-Paged K/V (next milestone, issue 3 item 4): each block owns a vLLM ``Attention`` layer so that
-vLLM's KV cache manager sizes and counts blocks for every canvas (admission control uses them), but
-in this milestone the decoders keep K/V in the core's per-request ``LayerCache`` and the paged
-blocks stay unused. The paged version will (1) replace ``LayerCache`` by views into this request's
-blocks (``get_forward_context().slot_mapping`` / block table), with the layer inputs and queries a
-refresh needs in an extra per-layer spec sharing the block table (research/vllm_v1_hooks.md Q3); (2)
-give the ``Attention`` layers a bidirectional Elastic backend that attends the query rows over all N
-paged keys and returns the window rows' key mass and the tracked rows' drift; (3) shard the caches
-and the head sums over the TP group. ``forward`` below is vLLM's plain entry (dummy and profiling
-runs) and uses the stock backend, which is causal: it is not a LLaDA forward until (2) lands.
+Paged caches (issue 3 item 4): each block owns a vLLM ``Attention`` layer and a ``RefreshState``
+layer, so vLLM's KV cache manager sizes, counts and frees blocks for every canvas; the runner keeps each
+request's K/V and the per-layer state a refresh needs (q, layer input) in those blocks through
+``plugin/paged_cache.py``, addressed by the request's block ids. Still to come: (2) give the
+``Attention`` layers a bidirectional Elastic backend that attends the query rows over all N paged keys
+and returns the window rows' key mass and the tracked rows' drift (the core's attention runs on the
+gathered rows today); (3) shard the caches and the head sums over the TP group. ``forward`` below is
+vLLM's plain entry (dummy and profiling runs) and uses the stock backend, which is causal: it is not a
+LLaDA forward until (2) lands.
 """
 
 from __future__ import annotations
@@ -45,6 +44,7 @@ from vllm.model_executor.model_loader.weight_utils import default_weight_loader
 from ..core.config import LLaDAConfig
 from ..core.model import RMSNorm, Rotary, apply_rope
 from .config import core_config
+from .paged_cache import RefreshState
 
 CHECKPOINT_PREFIX = "model."  # HF LLaDA checkpoints name tensors model.transformer....
 # checkpoint projection name -> (our fused parameter, its shard id)
@@ -95,6 +95,10 @@ class LLaDABlock(nn.Module):
             cache_config=vllm_config.cache_config,
             quant_config=quant,
             prefix=f"{prefix}.attn",
+        )
+        # q and the layer input of every position, paged with K/V (plugin/paged_cache.py)
+        self.refresh_state = RefreshState(
+            self.attn, self.n_heads, vllm_config, prefix=f"{prefix}.refresh_state"
         )
 
     def project_qkv(

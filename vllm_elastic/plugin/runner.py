@@ -1,15 +1,19 @@
 """The diffusion model runner: one denoising step of every scheduled request per engine step.
 
 A narrow subclass of vLLM's V1 runner (``CPUModelRunner``; research/vllm_v1_hooks.md Q1, mode B).
-vLLM still does its bookkeeping (persistent batch, block tables, output assembly); three methods
+vLLM still does its bookkeeping (persistent batch, block tables, output assembly); four methods
 change:
+
+- ``initialize_kv_cache_tensors`` keeps vLLM's per-layer KV tensors: every request's decoder caches
+  (K/V, and q / layer inputs for a refresh) live in that request's blocks (``paged_cache.py``);
 
 - ``execute_model`` frees the decode state of finished or aborted requests and marks the step;
 - ``_model_forward`` skips vLLM's own forward in a real step (its hidden states are not used);
 - ``_sample`` runs ``core.generate.step`` on the vLLM model for all scheduled requests (one packed
   forward, per-sequence attention), then returns, per request, the tokens that newly extend its
   contiguous committed prefix, padded with -1 (vLLM drops those). The scheduler appends them and
-  rolls the rest of the canvas back (``scheduler.py``).
+  rolls the rest of the canvas back (``scheduler.py``). A request decodes only once its blocks
+  cover its whole canvas (the scheduler reserves them when it admits the request).
 
 Per-request state is a ``RequestDecode`` kept here by request id: never on an ``nn.Module``.
 """
@@ -24,9 +28,12 @@ from vllm.logger import init_logger
 from vllm.v1.outputs import SamplerOutput
 from vllm.v1.worker.cpu_model_runner import CPUModelRunner
 
+from ..core.cache import LayerCache
 from ..core.decoders.base import DecodeState
 from ..core.generate import new_state, step
 from . import settings, trace
+from .paged_cache import BlocksMoved, PagedLayerCache, PagedStore
+from .stats import RecentStats
 
 if TYPE_CHECKING:
     from vllm.v1.core.sched.output import SchedulerOutput
@@ -48,6 +55,7 @@ class RequestDecode:
     emitted: int = 0  # generated tokens handed to vLLM so far
     finished: bool = False  # the EOS or the canvas end was handed out
     error: str | None = None
+    cache: PagedLayerCache | None = None  # the state's caches in this request's KV blocks
 
     def take_committed(self) -> list[int]:
         """Tokens that extend the contiguous committed prefix since the last call (EOS included)."""
@@ -73,8 +81,20 @@ class ElasticRunnerMixin:
 
     def init_elastic(self) -> None:
         self.decodes: dict[str, RequestDecode] = {}
+        self.recent_stats = RecentStats()  # of finished requests, for plugin.stats.request_stats
         self.engine_defaults = settings.engine_settings(self.vllm_config.additional_config)
         self.step_pending = False  # execute_model saw scheduled tokens; _sample has not run yet
+        self.paged_store: PagedStore | None = None  # set once vLLM has allocated the KV tensors
+        self.paged_group = 0  # the KV cache group (block table) of the paged layers
+
+    def initialize_kv_cache_tensors(self, kv_cache_config, kernel_block_sizes, **kwargs):
+        """Keep every layer's KV tensor, addressed by the scheduler's block ids (paged_cache.py)."""
+        kv_caches = super().initialize_kv_cache_tensors(
+            kv_cache_config, kernel_block_sizes, **kwargs
+        )
+        self.paged_store = PagedStore.from_kv_caches(kv_caches, self.get_model())
+        self.paged_group = _group_of(kv_cache_config, self.get_model())
+        return kv_caches
 
     def execute_model(self, scheduler_output: SchedulerOutput, intermediate_tensors=None):
         for req_id in scheduler_output.finished_req_ids:  # finished, stopped or aborted
@@ -108,8 +128,11 @@ class ElasticRunnerMixin:
         req_ids = batch.req_ids[: batch.num_reqs]
         decodes = [self._decode_of(req_id) for req_id in req_ids]
         model = self.get_model()
-        step(model, [d.state for d in decodes if d.state is not None and not d.finished])
+        step(model, [d.state for r, d in zip(req_ids, decodes) if self._ready(r, d)])
         new_tokens = [d.take_committed() for d in decodes]
+        for req_id, d in zip(req_ids, decodes):
+            if d.finished and d.state is not None:  # its last token goes out in this step
+                self.recent_stats.record(req_id, d.state.stats.to_dict())
         width = max([MIN_WIDTH, *map(len, new_tokens)])
         out = torch.full((len(req_ids), width), PLACEHOLDER, dtype=torch.int32)  # [R, width]
         for row, tokens in enumerate(new_tokens):
@@ -127,12 +150,50 @@ class ElasticRunnerMixin:
         decode = RequestDecode(None, len(prompt), cfg.eos_token_id, cfg.mask_token_id)
         try:
             s = settings.request_settings(request.sampling_params, self.engine_defaults)
-            decode.state = new_state(model, prompt, s)
+            decode.state = new_state(model, prompt, s, self._cache_factory(decode))
         except ValueError as exc:  # checked at submission already; this is the last guard
             decode.error = str(exc)
             logger.error("vllm-elastic: request %s rejected on the worker: %s", req_id, exc)
         self.decodes[req_id] = decode
         return decode
+
+    def _cache_factory(self, decode: RequestDecode):
+        """The decoder's cache allocator: paged in this request's blocks once vLLM has them."""
+        store = self.paged_store
+        if store is None:
+            return LayerCache.allocate
+
+        def paged(model, n: int, keep_inputs: bool) -> PagedLayerCache:
+            decode.cache = store.cache_for(n, keep_inputs)
+            return decode.cache
+
+        return paged
+
+    def _ready(self, req_id: str, decode: RequestDecode) -> bool:
+        """Decodes this step: blocks for its whole canvas are allocated (the scheduler reserves
+        them at admission; until then it waits a step, emitting nothing)."""
+        if decode.state is None or decode.finished:
+            return False
+        if decode.cache is None:
+            return True
+        block_ids = self.requests[req_id].block_ids[self.paged_group]
+        try:
+            return decode.cache.bind(block_ids, self.paged_store.block_size)
+        except BlocksMoved as exc:  # its caches are lost: end it (with EOS) rather than decode junk
+            logger.error("vllm-elastic: request %s ended: %s", req_id, exc)
+            decode.state, decode.error = None, str(exc)
+            return False
+
+
+def _group_of(kv_cache_config, model) -> int:
+    """The one KV cache group that holds every paged layer (so they share one block table)."""
+    names = {n for b in model.blocks for n in (b.attn.layer_name, b.refresh_state.layer_name)}
+    groups = [
+        i for i, g in enumerate(kv_cache_config.kv_cache_groups) if names & set(g.layer_names)
+    ]
+    if len(groups) != 1 or not names <= set(kv_cache_config.kv_cache_groups[groups[0]].layer_names):
+        raise RuntimeError(f"paged LLaDA layers span KV cache groups {groups}; expected one")
+    return groups[0]
 
 
 class ElasticCPUModelRunner(ElasticRunnerMixin, CPUModelRunner):

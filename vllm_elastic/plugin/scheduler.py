@@ -8,13 +8,16 @@ are scheduled again next step (their KV blocks stay allocated; nothing is re-all
 
 Admission: a waiting request is admitted only when KV blocks for its whole canvas (prompt +
 max_tokens) fit next to what the running requests still need, so a running canvas never has to be
-preempted to grow. Requests finish on the model's EOS (as handed out by the runner) or at the end of
-the canvas (vLLM's max_tokens stop).
+preempted to grow. The blocks of a new request's whole canvas are reserved in its first step
+(``_reserve_canvases``): the runner keeps every position's per-layer caches in them
+(``paged_cache.py``). Requests finish on the model's EOS (as handed out by the runner) or at the
+end of the canvas (vLLM's max_tokens stop).
 """
 
 from __future__ import annotations
 
 from vllm.utils.math_utils import cdiv
+from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus
 
@@ -45,9 +48,35 @@ class ElasticScheduler(Scheduler):
         )
         self.max_num_active_reqs = min(limit, admissible)  # caps admission in this schedule() only
         try:
-            return super().schedule(*args, **kwargs)
+            output = super().schedule(*args, **kwargs)
         finally:
             self.max_num_active_reqs = limit
+        self._reserve_canvases(output)
+        return output
+
+    def _reserve_canvases(self, output: SchedulerOutput) -> None:
+        """Give each newly admitted request the blocks of its whole canvas in this very step.
+
+        vLLM allocates a new request's blocks for its prompt only (the canvas drafts are scheduled
+        from its second step on), but the runner's first forward writes K/V of every canvas
+        position into the request's blocks. Admission already counted these blocks as free.
+        """
+        for new in output.scheduled_new_reqs:
+            request = self.requests[new.req_id]
+            missing = self._canvas_tokens(request) - request.num_computed_tokens
+            if missing <= 0:
+                continue
+            blocks = self.kv_cache_manager.allocate_slots(request, missing)
+            if blocks is None:  # the runner waits until the drafts bring the blocks
+                continue
+            for ids, extra in zip(new.block_ids, blocks.get_block_ids()):
+                ids.extend(extra)
+        fresh = self.kv_cache_manager.take_new_block_ids()  # else zeroed next step, after use
+        if fresh and self.needs_kv_cache_zeroing:
+            output.new_block_ids_to_zero = [*(output.new_block_ids_to_zero or []), *fresh]
+
+    def _canvas_tokens(self, request: Request) -> int:
+        return min(request.num_prompt_tokens + request.max_tokens, self.max_model_len)
 
     def _num_admissible(self) -> int:
         """How many waiting requests, in queue order, fit with their whole canvas."""
@@ -63,7 +92,7 @@ class ElasticScheduler(Scheduler):
 
     def _blocks_still_needed(self, request: Request) -> int:
         """Blocks the request's canvas (prompt + max_tokens) needs beyond those it holds."""
-        tokens = min(request.num_prompt_tokens + request.max_tokens, self.max_model_len)
+        tokens = self._canvas_tokens(request)
         held = self.kv_cache_manager.coordinator.get_blocks(request.request_id)
         groups = len(self.kv_cache_config.kv_cache_groups)
         return max(0, groups * cdiv(tokens, self.block_size) - sum(map(len, held)))

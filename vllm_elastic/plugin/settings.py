@@ -49,7 +49,10 @@ def request_settings(params: SamplingParams, base: DecodeSettings) -> DecodeSett
         raise ValueError("set the canvas length with max_tokens, not extra_args['gen_length']")
     if params.max_tokens is None:
         raise ValueError("max_tokens (the canvas length) is required")
-    return DecodeSettings.from_dict({**extra, "gen_length": params.max_tokens}, base)
+    # NOTE: early_stop is forced on: vLLM finishes a request at its EOS, so decoding past it would
+    # be work nobody reads (the core's default, off, keeps the reference samplers' full schedules).
+    merged = {**extra, "gen_length": params.max_tokens, "early_stop": True}
+    return DecodeSettings.from_dict(merged, base)
 
 
 def set_engine_defaults(vllm_config: VllmConfig) -> DecodeSettings:

@@ -27,3 +27,24 @@ class ElasticCPUWorker(CPUWorker):
             "runner": type(self.model_runner).__name__,
             "live_decodes": len(getattr(self.model_runner, "decodes", {})),
         }
+
+    def elastic_request_stats(self, request_ids: list[str]) -> list[dict | None]:
+        """Compute stats of finished requests (``plugin.stats.request_stats`` calls this)."""
+        return self.model_runner.recent_stats.lookup(request_ids)
+
+    def elastic_kv_blocks(self, request_id: str, layer: int) -> dict:
+        """A running request's blocks, read from the KV tensors vLLM's attention layers are bound
+        to (tests check that the request's caches live there). ``request_id``: as given to vLLM,
+        or vLLM's internal id."""
+        runner = self.model_runner
+        (req_id,) = [
+            r for r in runner.requests if r == request_id or r.startswith(request_id + "-")
+        ]
+        block_ids = runner.requests[req_id].block_ids[runner.paged_group]
+        layers = runner.compilation_config.static_forward_context
+        block = runner.get_model().blocks[layer]
+        return {
+            "block_ids": list(block_ids),
+            "attn": layers[block.attn.layer_name].kv_cache[block_ids].clone(),
+            "refresh_state": layers[block.refresh_state.layer_name].kv_cache[block_ids].clone(),
+        }

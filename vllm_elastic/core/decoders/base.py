@@ -55,6 +55,13 @@ class Canvas:
     def length(self) -> int:
         return self.x.numel()
 
+    def answered(self) -> bool:
+        """True once every position up to and including the first EOS is committed: the output can
+        no longer change (committed tokens are never remasked)."""
+        gen = self.x[self.prompt_len :]  # [G]
+        eos = (gen == self.eos_id).nonzero()
+        return bool(eos.numel()) and not bool((gen[: int(eos[0])] == self.mask_id).any())
+
     def generated(self) -> tuple[list[int], bool]:
         """Generated ids up to (not including) the first EOS; leftover masks count as the end."""
         out = []

@@ -15,7 +15,7 @@ import torch
 
 from .. import policy
 from ..accounting import ComputeStats
-from ..cache import LayerCache
+from ..cache import CacheFactory, LayerCache
 from ..config import LLaDAConfig
 from ..forward import ElasticProbe, SeqPlan
 from ..settings import DecodeSettings
@@ -25,12 +25,20 @@ NO_DRIFT_TEST = -1.0  # a gamma no similarity falls below
 
 
 class ElasticState:
-    def __init__(self, prompt: list[int], settings: DecodeSettings, cfg: LLaDAConfig, device, model):
+    def __init__(
+        self,
+        prompt: list[int],
+        settings: DecodeSettings,
+        cfg: LLaDAConfig,
+        device,
+        model,
+        cache_factory: CacheFactory = LayerCache.allocate,
+    ):
         self.settings = settings
         self.canvas = Canvas.new(prompt, settings.gen_length, cfg, device)
         self.stats = ComputeStats(cfg.n_layers)
         self.num_layers = cfg.n_layers
-        self.cache = LayerCache.allocate(model, self.canvas.length, keep_inputs=True)
+        self.cache = cache_factory(model, self.canvas.length, True)
         n, p = self.canvas.length, self.canvas.prompt_len
         self.masked = torch.arange(p, n, device=device)  # ascending still-masked positions
         self.tracked = torch.zeros(0, dtype=torch.long, device=device)  # most-attended, last step
@@ -80,6 +88,7 @@ class ElasticState:
             self.masked = self.masked[self.masked <= first_eos]  # nothing after the first EOS
         self.step += 1
         self.done = self.masked.numel() == 0
+        self.done = self.done or (s.early_stop and self.canvas.answered())
 
     def result(self) -> DecodeResult:
         tokens, eos = self.canvas.generated()

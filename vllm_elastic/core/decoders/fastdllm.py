@@ -13,7 +13,7 @@ import torch
 
 from .. import policy
 from ..accounting import ComputeStats
-from ..cache import LayerCache
+from ..cache import CacheFactory, LayerCache
 from ..config import LLaDAConfig
 from ..forward import SeqPlan
 from ..settings import DecodeSettings
@@ -21,7 +21,15 @@ from .base import Canvas, DecodeResult
 
 
 class FastDLLMState:
-    def __init__(self, prompt: list[int], settings: DecodeSettings, cfg: LLaDAConfig, device, model):
+    def __init__(
+        self,
+        prompt: list[int],
+        settings: DecodeSettings,
+        cfg: LLaDAConfig,
+        device,
+        model,
+        cache_factory: CacheFactory = LayerCache.allocate,
+    ):
         self.settings = settings
         self.canvas = Canvas.new(prompt, settings.gen_length, cfg, device)
         self.stats = ComputeStats(cfg.n_layers)
@@ -30,7 +38,7 @@ class FastDLLMState:
         self.block, self.block_started = 0, False
         self.cache = (
             None if settings.cache == "none"
-            else LayerCache.allocate(model, self.canvas.length, keep_inputs=False)
+            else cache_factory(model, self.canvas.length, False)
         )
         self.done = False
         self._all = torch.arange(self.canvas.length, device=device)
@@ -65,6 +73,7 @@ class FastDLLMState:
         if not bool((block == self.canvas.mask_id).any()):
             self.block, self.block_started = self.block + 1, False
             self.done = self.block == self.num_blocks
+        self.done = self.done or (self.settings.early_stop and self.canvas.answered())
 
     def result(self) -> DecodeResult:
         tokens, eos = self.canvas.generated()

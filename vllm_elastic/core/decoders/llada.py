@@ -63,6 +63,7 @@ class LLaDAState:
         if self.step_in_block == self.steps_per_block:
             self.block, self.step_in_block = self.block + 1, 0
             self.done = self.block == self.num_blocks
+        self.done = self.done or (s.early_stop and self.canvas.answered())
 
     def result(self) -> DecodeResult:
         tokens, eos = self.canvas.generated()
