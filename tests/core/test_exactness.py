@@ -106,3 +106,14 @@ def test_gqa_model_decodes_identically_batched():
     batched = generate(model, prompts, s)
     alone = [generate(model, [p], s)[0] for p in prompts]
     assert [r.tokens for r in batched] == [r.tokens for r in alone]
+
+
+def test_deferred_refresh_runs_one_step_later(model):
+    prompts = random_prompts(2, seed=3)
+    immediate = generate(model, prompts, DecodeSettings(gen_length=32, gamma=1.0))
+    deferred = generate(model, prompts, DecodeSettings(gen_length=32, gamma=1.0,
+                                                       refresh_mode="deferred"))
+    for a, b in zip(immediate, deferred):
+        # every step from the second reports a trigger at layer 0; deferred refreshes one step later
+        assert b.stats.refreshes[-1] == a.stats.refreshes[-1] - 1
+        assert b.stats.refreshes[0] == 0

@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -41,13 +42,21 @@ def make_runner(args, concurrencies: list[int]):
     if args.engine == "vllm":
         from .vllm_engine import VLLMBench  # imports vllm
 
-        return VLLMBench(args.model, max_num_seqs=max(concurrencies)).run
+        return VLLMBench(args.model, max_num_seqs=max(concurrencies), **_parallel(args)).run
     model, tokenizer = load(args.model)
 
     def run(problems, settings, concurrency, chat, desc):
         return run_problems(model, tokenizer, problems, settings, concurrency, chat, desc=desc)
 
     return run
+
+
+def _parallel(args) -> dict:
+    """Engine kwargs of ``--tensor-parallel-size``: vLLM's mp executor (gloo on the CPU)."""
+    if args.tensor_parallel_size == 1:
+        return {}
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # one NUMA node: no binding
+    return {"tensor_parallel_size": args.tensor_parallel_size, "distributed_executor_backend": "mp"}
 
 
 def run_row(engine, method, concurrency, args, run, problems) -> dict:
@@ -99,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--raw-prompt", action="store_true")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default=None)
+    p.add_argument("--tensor-parallel-size", type=int, default=1, help="--engine vllm only")
     add_decoder_args(p)
     args = p.parse_args(argv)
     if args.threads:
@@ -106,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     try:
         concurrencies = [int(c) for c in args.concurrency.split(",") if c.strip()]
+        if args.tensor_parallel_size != 1 and args.engine != "vllm":
+            raise ValueError("--tensor-parallel-size needs --engine vllm")
         if not concurrencies or min(concurrencies) <= 0:
             raise ValueError(f"--concurrency must be positive integers, got {args.concurrency!r}")
         for m in methods:
@@ -114,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         p.error(str(err))
     run = make_runner(args, concurrencies)
-    runs = [run_row(args.engine, m, c, args, run, problems) for c in concurrencies for m in methods]
+    tp = args.tensor_parallel_size
+    engine = args.engine if tp == 1 else f"{args.engine}-tp{tp}"
+    runs = [run_row(engine, m, c, args, run, problems) for c in concurrencies for m in methods]
     print_table(runs)
     if args.json:
         meta = {

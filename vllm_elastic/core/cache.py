@@ -25,17 +25,20 @@ class LayerCache:
     x: torch.Tensor | None = None
 
     @classmethod
-    def allocate(cls, model: LLaDAModel, n: int, keep_inputs: bool) -> "LayerCache":
-        cfg = model.config
+    def allocate(cls, model: LLaDAModel, n: int, keep_inputs: bool) -> LayerCache:
+        """Zeros for n positions, with the heads of ``model``'s blocks: under tensor parallel a
+        rank's blocks hold H/tp (and Hkv/tp) heads, while x is the whole (replicated) layer
+        input."""
+        cfg, block = model.config, model.blocks[0]
         p = next(model.parameters())
-        kv = (cfg.n_layers, n, cfg.n_kv_heads, cfg.head_dim)
+        kv = (cfg.n_layers, n, block.n_kv_heads, block.head_dim)
         opts = {"dtype": p.dtype, "device": p.device}
         if not keep_inputs:
             return cls(k=torch.zeros(kv, **opts), v=torch.zeros(kv, **opts))
         return cls(
             k=torch.zeros(kv, **opts),
             v=torch.zeros(kv, **opts),
-            q=torch.zeros(cfg.n_layers, n, cfg.n_heads, cfg.head_dim, **opts),
+            q=torch.zeros(cfg.n_layers, n, block.n_heads, block.head_dim, **opts),
             x=torch.zeros(cfg.n_layers, n, cfg.d_model, **opts),
         )
 

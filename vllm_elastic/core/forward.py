@@ -8,10 +8,15 @@ only ``rows`` and overwrite those rows of the caches; at ``refresh_from`` the se
 full cached layer input and refreshes every layer above for all N positions. The Elastic-Cache statistics
 (most-attended keys from the window rows, the tracked rows' drift) are taken here too, and the drift test
 may lower ``refresh_from`` for the layers still to come.
+
+Tensor parallel: ``model`` may hold only a shard of the heads (q [T, H/tp, dh]); the statistics are
+sums over heads, so each layer's per-shard sums of all sequences go through one ``reduce`` (an
+all-reduce in the engine, the identity here) before any decision is taken (``_decide``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -33,7 +38,9 @@ class ElasticProbe:
     track_num: int
     gamma: float
     cosine: str
+    defer: bool = False  # deferred mode: a drift trigger is reported, the refresh runs next step
     # filled by forward_plans:
+    deferred_from: int | None = None  # deferred mode: the layer the next step refreshes from
     most_attended: list[torch.Tensor] = field(default_factory=list)  # per layer [track_num]
     similarity: list[float] = field(default_factory=list)  # per tested layer
 
@@ -52,8 +59,32 @@ class SeqPlan:
     first: bool = False  # the sequence's first forward (not counted as a refresh)
 
 
-def forward_plans(model: LLaDAModel, plans: list[SeqPlan]) -> list[torch.Tensor]:
-    """Run one forward for every plan; returns logits [O, V] per plan (float32)."""
+# Sums a float32 tensor over the tensor-parallel group (every rank gets the same sum). The core
+# knows nothing of vLLM: an engine that shards the heads passes its all-reduce; alone, the identity.
+Reduce = Callable[[torch.Tensor], torch.Tensor]
+
+
+def no_reduce(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+@dataclass(slots=True)
+class _LayerStats:
+    """One sequence's Elastic statistics at one layer, summed over this rank's heads only."""
+
+    plan: SeqPlan
+    mass: torch.Tensor  # [N] window mass (policy.attention_mass_partial)
+    drift: torch.Tensor | None  # policy.drift_partials, flat; None: no drift test at this layer
+
+
+def forward_plans(
+    model: LLaDAModel, plans: list[SeqPlan], reduce: Reduce = no_reduce
+) -> list[torch.Tensor]:
+    """Run one forward for every plan; returns logits [O, V] per plan (float32).
+
+    ``reduce`` sums the head-sharded Elastic statistics over the tensor-parallel group, once per
+    layer for all sequences (``_decide``), so that every rank takes the same decisions.
+    """
     num_layers = model.num_layers
     full = [torch.arange(p.ids.numel(), device=p.ids.device) for p in plans]
     cur = [p.rows for p in plans]  # the positions of the rows of h, per plan
@@ -66,21 +97,24 @@ def forward_plans(model: LLaDAModel, plans: list[SeqPlan]) -> list[torch.Tensor]
         cos = torch.cat([t[0][r] for t, r in zip(tables, cur)])  # [T, dh]
         sin = torch.cat([t[1][r] for t, r in zip(tables, cur)])
         hcat = torch.cat(h)  # [T, d]
-        q, k, v = block.project_qkv(hcat, cos, sin)  # [T, H, dh], [T, Hkv, dh]
+        q, k, v = block.project_qkv(hcat, cos, sin)  # [T, H, dh], [T, Hkv, dh] (this rank's heads)
         sizes = [r.numel() for r in cur]
-        outs = [
-            _attend_one(p, layer, qi, ki, vi, cur_i, num_layers)
-            for p, qi, ki, vi, cur_i in zip(plans, q.split(sizes), k.split(sizes), v.split(sizes), cur)
-        ]
+        outs, stats = [], []
+        for p, qi, ki, vi, cur_i in zip(plans, q.split(sizes), k.split(sizes), v.split(sizes), cur):
+            o, st = _attend_one(p, layer, qi, ki, vi, cur_i)
+            outs.append(o)
+            stats += [st] if st is not None else []
+        _decide(stats, layer, reduce)
         hcat = block.finish(hcat, torch.cat(outs))
         h = list(hcat.split(sizes))
-    out = []
+    rows = []
     for p, hi, r in zip(plans, h, cur):
         p.stats.nfe += 1
         p.stats.rows_nocache += p.ids.numel() * num_layers
-        index = _locate(r, p.logit_rows)
-        out.append(model.logits(hi[index]))  # [O, V]
-    return out
+        rows.append(hi[_locate(r, p.logit_rows)])  # [O_i, d]
+    # NOTE: one LM head call for the batch: under TP one gather of the vocab shards per step.
+    logits = model.logits(torch.cat(rows))  # [sum O_i, V]
+    return list(logits.split([p.logit_rows.numel() for p in plans]))
 
 
 def _layer_input(p: SeqPlan, layer: int, h, rows, full):
@@ -100,48 +134,71 @@ def _layer_input(p: SeqPlan, layer: int, h, rows, full):
     return h, rows
 
 
-def _attend_one(p: SeqPlan, layer: int, q, k, v, rows, num_layers: int) -> torch.Tensor:
-    """Attention of one sequence's rows over its N keys; Elastic-Cache statistics on the way."""
-    refreshing = layer >= p.refresh_from
+def _attend_one(p: SeqPlan, layer: int, q, k, v, rows) -> tuple[torch.Tensor, _LayerStats | None]:
+    """Attention of one sequence's rows over its N keys, and its statistics for the probe."""
     probe = p.probe
-    if refreshing:
+    if layer >= p.refresh_from:  # refreshing: every row, fresh K/V
         if p.cache is not None:
             p.cache.k[layer], p.cache.v[layer] = k, v
             if p.cache.q is not None:
                 p.cache.q[layer] = q
         if not p.first:
             p.stats.refreshes[layer] += 1
-        keys, values = k, v
         stat_rows = probe.window if probe is not None else None  # absolute positions == row index
-        o, probs = attend(q, keys, values, stat_rows)
-        if probe is not None:
-            _record_mass(probe, probs)
-        return o
+        o, probs = attend(q, k, v, stat_rows)
+        if probe is None:
+            return o, None
+        return o, _LayerStats(p, policy.attention_mass_partial(probs), None)
     cache = p.cache
     prev = None
-    if probe is not None and probe.tracked.numel() and cache.q is not None:
+    testing = probe is not None and probe.deferred_from is None  # no tests after a deferred trigger
+    if testing and probe.tracked.numel() and cache.q is not None:
         prev_q = cache.q[layer, probe.tracked].transpose(0, 1)  # [H, R, dh]
         prev = row_probs(prev_q, cache.k[layer].transpose(0, 1))  # [H, R, N] before this update
     cache.k[layer, rows], cache.v[layer, rows] = k, v
     if cache.q is not None:
         cache.q[layer, rows] = q
     if probe is None:
-        return attend(q, cache.k[layer], cache.v[layer])[0]
+        return attend(q, cache.k[layer], cache.v[layer])[0], None
     stat_rows = torch.cat([_locate(rows, probe.tracked), _locate(rows, probe.window)])
     o, probs = attend(q, cache.k[layer], cache.v[layer], stat_rows)  # probs [H, R+W, N]
     n_tracked = probe.tracked.numel()
-    _record_mass(probe, probs[:, n_tracked:])
-    if prev is not None:
-        sim = policy.drift_similarity(prev, probs[:, :n_tracked], probe.cosine)
+    mass = policy.attention_mass_partial(probs[:, n_tracked:])  # [N]
+    if prev is None:
+        return o, _LayerStats(p, mass, None)
+    drift = policy.drift_partials(prev, probs[:, :n_tracked], probe.cosine)
+    return o, _LayerStats(p, mass, drift)
+
+
+def _decide(stats: list[_LayerStats], layer: int, reduce: Reduce) -> None:
+    """Sum every sequence's statistics over the heads of all ranks, then take the decisions.
+
+    COLLECTIVE: one ``reduce`` per layer (none when no sequence has a probe), one flat float32
+    tensor for all sequences of the packed forward: per sequence N window-mass values, plus the
+    drift partials where the drift is tested (``head`` cosine: 3 R N, ``key`` cosine: 2), R the
+    tracked rows. E.g. N = 512, R = 1: 8 KiB per sequence and layer. Every rank then decides from
+    the same sums (an all-reduce hands all ranks one result), so the most-attended keys and the
+    refresh layer agree across ranks.
+    """
+    if not stats:
+        return
+    parts = [t for st in stats for t in (st.mass, st.drift) if t is not None]
+    summed = reduce(torch.cat(parts)).split([t.numel() for t in parts])  # flat [sum sizes]
+    it = iter(summed)
+    for st in stats:
+        probe, p = st.plan.probe, st.plan
+        score = policy.mask_attended(next(it), probe.still_masked)  # [N]
+        probe.most_attended.append(policy.most_attended(score, probe.track_num))
+        if st.drift is None:
+            continue
+        sim = policy.drift_from_partials(next(it), probe.cosine)
         probe.similarity.append(sim)
-        if sim < probe.gamma and p.refresh_from > layer + 1:
-            p.refresh_from = layer + 1  # layers l*+1 .. L-1 refresh every row (§1.3 item 5)
-    return o
-
-
-def _record_mass(probe: ElasticProbe, window_probs: torch.Tensor) -> None:
-    score = policy.attention_mass(window_probs, probe.still_masked)  # [N]
-    probe.most_attended.append(policy.most_attended(score, probe.track_num))
+        if sim >= probe.gamma:
+            continue
+        if probe.defer:  # deferred: the next step refreshes layers l*+1 .. L-1 (the scheduler's turn)
+            probe.deferred_from = layer + 1
+        elif p.refresh_from > layer + 1:
+            p.refresh_from = layer + 1  # immediate: layers l*+1 .. L-1 refresh every row (§1.3 item 5)
 
 
 def _locate(rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ from .decoders.base import DecodeResult, DecodeState
 from .decoders.elastic import ElasticState
 from .decoders.fastdllm import FastDLLMState
 from .decoders.llada import LLaDAState
-from .forward import forward_plans
+from .forward import Reduce, forward_plans, no_reduce
 from .config import LLaDAConfig
 from .model import LLaDAModel
 from .settings import DecodeSettings, validate_prompt
@@ -54,12 +54,15 @@ def new_state(
 
 
 @torch.inference_mode()
-def step(model: LLaDAModel, states: Sequence[DecodeState]) -> None:
-    """One denoising step for every unfinished state, in one packed forward."""
+def step(model: LLaDAModel, states: Sequence[DecodeState], reduce: Reduce = no_reduce) -> None:
+    """One denoising step for every unfinished state, in one packed forward.
+
+    ``reduce``: sums head-sharded statistics over a tensor-parallel group (``forward_plans``).
+    """
     active = [s for s in states if not s.done]
     if not active:
         return
-    logits = forward_plans(model, [s.plan() for s in active])
+    logits = forward_plans(model, [s.plan() for s in active], reduce)
     for state, lg in zip(active, logits):
         state.advance(lg)
 

@@ -12,6 +12,7 @@ import torch
 COSINE_OVER_HEADS = "head"  # the authors' code: F.cosine_similarity(Sprev, Snow, dim=1) on [B, H, R, N]
 COSINE_OVER_KEYS = "key"  # the paper's text: cosine of each attention row over the keys, per head
 COSINE_MODES = (COSINE_OVER_HEADS, COSINE_OVER_KEYS)
+COSINE_EPS = 1e-8  # F.cosine_similarity's default: norms below it are clamped
 
 
 def confidence(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,7 +60,19 @@ def attention_mass(window_probs: torch.Tensor, still_masked: torch.Tensor) -> to
 
     window_probs: [H, W, N]; still_masked: bool [N] -> score [N].
     """
-    score = window_probs.sum(dim=(0, 1))  # [N]
+    return mask_attended(attention_mass_partial(window_probs), still_masked)
+
+
+def attention_mass_partial(window_probs: torch.Tensor) -> torch.Tensor:
+    """The mass summed over this shard's heads and the window rows: [H, W, N] -> [N].
+
+    NOTE: a sum over heads, so tensor-parallel shards add their partials (core/forward.py reduces).
+    """
+    return window_probs.sum(dim=(0, 1))  # [N]
+
+
+def mask_attended(score: torch.Tensor, still_masked: torch.Tensor) -> torch.Tensor:
+    """Masked keys cannot be most-attended. score: [N], still_masked: bool [N] -> [N]."""
     return score.masked_fill(still_masked, 0.0)
 
 
@@ -74,8 +87,32 @@ def drift_similarity(prev: torch.Tensor, now: torch.Tensor, mode: str = COSINE_O
     prev, now: [H, R, N]. ``head``: cosine over the head axis for each (row, key) pair, averaged over rows
     and keys (the authors' code). ``key``: cosine of each row over the keys, averaged over heads and rows.
     """
-    dim = 0 if mode == COSINE_OVER_HEADS else -1
-    return torch.nn.functional.cosine_similarity(prev.float(), now.float(), dim=dim).mean().item()
+    return drift_from_partials(drift_partials(prev, now, mode), mode)
+
+
+def drift_partials(prev: torch.Tensor, now: torch.Tensor, mode: str) -> torch.Tensor:
+    """The drift similarity's sums over this shard's heads, flat float32 (shards add them).
+
+    ``head``: the head-axis cosine cos(a, b) = sum_h a_h b_h / (||a|| ||b||) needs its three
+    sums (a.b, a.a, b.b) per (row, key) before the division: [3 * R * N]. ``key``: each head's
+    cosine over the keys is whole on its shard; the mean needs the sum of cosines and their
+    count: [2].
+    prev, now: [H, R, N].
+    """
+    a, b = prev.float(), now.float()
+    if mode == COSINE_OVER_HEADS:
+        return torch.stack([(a * b).sum(0), (a * a).sum(0), (b * b).sum(0)]).flatten()  # [3RN]
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)  # [H, R]
+    return torch.stack([cos.sum(), cos.new_tensor(float(cos.numel()))])  # [2]
+
+
+def drift_from_partials(partials: torch.Tensor, mode: str) -> float:
+    """The similarity from ``drift_partials`` summed over all heads (eps as F.cosine_similarity)."""
+    if mode != COSINE_OVER_HEADS:
+        return (partials[0] / partials[1]).item()
+    ab, aa, bb = partials.view(3, -1)  # each [R * N]
+    norms = aa.sqrt().clamp_min(COSINE_EPS) * bb.sqrt().clamp_min(COSINE_EPS)
+    return (ab / norms).mean().item()
 
 
 def num_transfer_tokens(num_masked: int, steps: int) -> list[int]:

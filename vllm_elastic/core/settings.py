@@ -11,6 +11,7 @@ METHODS = ("llada", "fastdllm", "elastic")
 REMASKING = ("low_confidence", "random")
 FASTDLLM_CACHES = ("none", "prefix", "dual")
 REFRESH_POLICIES = ("drift", "always", "never")
+REFRESH_MODES = ("immediate", "deferred")
 
 OPTIONAL_INTS = ("steps", "tokens_per_step")
 DEFAULT_WINDOW = 16  # Elastic-Cache window_length (β)
@@ -35,6 +36,9 @@ class DecodeSettings:
     tokens_per_step: int | None = None  # elastic/fastdllm: commit the top-k instead of thresholding
     cosine: str = "head"  # "head": the authors' code; "key": the paper's text
     refresh: str = "drift"  # "drift" (Elastic-Cache), "always" (every layer every step), "never"
+    # "immediate": refresh inside the forward where the drift test fires (the authors' code);
+    # "deferred": the trigger is reported and the refresh runs at the start of the next step
+    refresh_mode: str = "immediate"
     # llada reference sampler (generate.py)
     steps: int | None = None  # default: gen_length (one token per step)
     block_length: int = DEFAULT_BLOCK_LENGTH
@@ -52,6 +56,7 @@ class DecodeSettings:
         _choice("method", self.method, METHODS)
         _choice("cosine", self.cosine, COSINE_MODES)
         _choice("refresh", self.refresh, REFRESH_POLICIES)
+        _choice("refresh_mode", self.refresh_mode, REFRESH_MODES)
         _choice("remasking", self.remasking, REMASKING)
         _choice("cache", self.cache, FASTDLLM_CACHES)
         if self.gen_length <= 0:

@@ -14,6 +14,9 @@ import os
 
 TRACE_ENV = "VLLM_ELASTIC_TRACE_FILE"
 MODEL_QUALNAME = "vllm_elastic.plugin.model:LLaDAForDiffusionLM"
+TOKENIZER_MODE = "llada"  # selects plugin/renderer.py's LLaDARenderer (the config hook sets it)
+HF_TOKENIZER = ("vllm.tokenizers.hf", "CachedHfTokenizer")  # the stock tokenizer of mode "hf"
+RENDERER = ("vllm_elastic.plugin.renderer", "LLaDARenderer")
 
 _REGISTERED_PID: int | None = None
 
@@ -25,12 +28,17 @@ def register() -> None:
     from transformers import AutoConfig
     from vllm import ModelRegistry
     from vllm.model_executor.models.config import MODELS_CONFIG_MAP
+    from vllm.renderers.registry import RENDERER_REGISTRY
+    from vllm.tokenizers.registry import TokenizerRegistry
 
     from .config import ARCHITECTURE, MODEL_TYPE, ElasticConfigHook, LLaDAHFConfig
 
     AutoConfig.register(MODEL_TYPE, LLaDAHFConfig, exist_ok=True)
     ModelRegistry.register_model(ARCHITECTURE, MODEL_QUALNAME)
     MODELS_CONFIG_MAP[ARCHITECTURE] = ElasticConfigHook
+    if TOKENIZER_MODE not in TokenizerRegistry.tokenizers:  # plugin/renderer.py: prompt checks
+        TokenizerRegistry.register(TOKENIZER_MODE, *HF_TOKENIZER)
+        RENDERER_REGISTRY.register(TOKENIZER_MODE, *RENDERER)
     _REGISTERED_PID = os.getpid()
     trace("register")
 

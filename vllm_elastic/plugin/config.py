@@ -19,7 +19,7 @@ from vllm.logger import init_logger
 from vllm.model_executor.models.config import VerifyAndUpdateConfig
 
 from ..core.config import LLADA_8B_EOS_ID, LLADA_8B_MASK_ID, LLaDAConfig
-from . import settings
+from . import TOKENIZER_MODE, settings
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
@@ -97,10 +97,12 @@ class ElasticConfigHook(VerifyAndUpdateConfig):
             vllm_config.cache_config,
         )
         model = vllm_config.model_config
-        if par.tensor_parallel_size * par.pipeline_parallel_size != 1:
+        # Tensor parallel is supported (heads sharded; statistics all-reduced, core/forward.py).
+        _check_ray(par)
+        if par.pipeline_parallel_size != 1:
             raise NotImplementedError(
-                "vllm-elastic runs with tensor/pipeline parallel size 1 for now: the core's caches "
-                "and drift statistics are not sharded over heads yet"
+                "vllm-elastic runs with pipeline parallel size 1: a refresh can restart at any "
+                "layer, so every stage would wait on the others (use tensor parallel instead)"
             )
         par.worker_cls = WORKER_CLS
         sched.scheduler_cls = SCHEDULER_CLS
@@ -116,6 +118,8 @@ class ElasticConfigHook(VerifyAndUpdateConfig):
         processors = list(model.logits_processors or [])
         if settings.VALIDATOR_QUALNAME not in processors:
             model.logits_processors = [*processors, settings.VALIDATOR_QUALNAME]
+        if model.tokenizer_mode in ("auto", "hf"):  # prompt checks of plugin/renderer.py
+            model.tokenizer_mode = TOKENIZER_MODE
         logger.info(
             "vllm-elastic: %s uses worker %s and scheduler %s; turned off: %s; default method %s",
             ARCHITECTURE,
@@ -123,4 +127,20 @@ class ElasticConfigHook(VerifyAndUpdateConfig):
             SCHEDULER_CLS,
             ", ".join(turned_off) or "nothing",
             defaults.method,
+        )
+
+
+def _check_ray(par) -> None:
+    """Refuse Ray where vLLM cannot place Ray workers, here rather than inside the engine process.
+
+    vLLM raises the same reason while the engine core starts its executor; the user then sees only
+    "Engine core initialization failed" (research/vllm_plugin.md §6). Ray is the multi-GPU path.
+    """
+    from vllm.platforms import current_platform
+
+    if par.distributed_executor_backend == "ray" and not current_platform.ray_device_key:
+        raise ValueError(
+            f"current platform {current_platform.device_name} does not support ray; "
+            "vllm-elastic runs tensor parallel on the CPU with distributed_executor_backend='mp' "
+            "(and VLLM_CPU_OMP_THREADS_BIND=nobind)"
         )

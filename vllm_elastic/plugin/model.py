@@ -14,7 +14,9 @@ request's K/V and the per-layer state a refresh needs (q, layer input) in those 
 ``plugin/paged_cache.py``, addressed by the request's block ids. Still to come: (2) give the
 ``Attention`` layers a bidirectional Elastic backend that attends the query rows over all N paged keys
 and returns the window rows' key mass and the tracked rows' drift (the core's attention runs on the
-gathered rows today); (3) shard the caches and the head sums over the TP group. ``forward`` below is
+gathered rows today). Tensor parallel: each rank holds H/tp heads of q, k, v and of the paged caches;
+the runner passes ``forward_plans`` a TP all-reduce for the Elastic statistics, and ``logits``
+all-gathers the vocabulary shards, so every rank decides from the same numbers. ``forward`` below is
 vLLM's plain entry (dummy and profiling runs) and uses the stock backend, which is causal: it is not a
 LLaDA forward until (2) lands.
 """
@@ -96,9 +98,10 @@ class LLaDABlock(nn.Module):
             quant_config=quant,
             prefix=f"{prefix}.attn",
         )
-        # q and the layer input of every position, paged with K/V (plugin/paged_cache.py)
+        # q and the layer input of every position, paged with K/V (plugin/paged_cache.py): all H
+        # heads, since the layer input x [d] = [H, dh] is whole on every rank (q uses H/tp of them)
         self.refresh_state = RefreshState(
-            self.attn, self.n_heads, vllm_config, prefix=f"{prefix}.refresh_state"
+            self.attn, cfg.n_heads, vllm_config, prefix=f"{prefix}.refresh_state"
         )
 
     def project_qkv(
@@ -168,10 +171,17 @@ class LLaDAForDiffusionLM(nn.Module):
         return self.transformer["wte"](ids)  # [..., T, d]
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
-        """h: [T, d] -> [T, V] float32 (V = embedding_size, as the core model)."""
-        return self.logits_processor(
-            self.transformer["ff_out"], self.transformer["ln_f"](h)
-        ).float()
+        """h: [T, d] -> [T, V] float32 (V = embedding_size, as the core model).
+
+        COLLECTIVE (TP > 1): ``LogitsProcessor`` all-gathers the vocabulary shards of the LM
+        head (``current_platform.use_all_gather()``, true on CPU and CUDA): T * V floats per
+        step. Shard r of every rank's logits is the bytes rank r computed, so all ranks hold
+        identical logits and take identical commit decisions (argmax, confidence, threshold).
+        """
+        logits = self.logits_processor(self.transformer["ff_out"], self.transformer["ln_f"](h))
+        if logits is None:  # a platform that gathers to rank 0 only: the others cannot decode
+            raise RuntimeError("vllm-elastic needs the logits on every TP rank (all-gather)")
+        return logits.float()
 
     # -- vLLM's model interface -----------------------------------------------------------------
     def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:

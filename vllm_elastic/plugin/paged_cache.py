@@ -13,10 +13,14 @@ Where each cache lives (one KV cache group, so one block table for all of them):
 - k, v: the page of the block's ``Attention`` layer, vLLM's CPU layout
   ``[num_blocks, Hkv, block_size, 2 * dh]`` = per (block, head) all keys then all values
   (``CPUAttentionBackendImpl.forward`` views it as ``[num_blocks, Hkv, 2 * block_size, dh]``).
-- q, x: the page of the block's ``RefreshState`` layer, the same spec with H heads: the "key" half
-  holds q [H, dh], the "value" half the layer input x [d] = [H, dh] (LLaDA has d == H * dh). A
-  separate layer rather than a bigger attention page, so the stock attention kernel's page stays as
-  vLLM expects (research/vllm_v1_hooks.md Q3).
+- q, x: the page of the block's ``RefreshState`` layer, the same spec with all H heads of the model:
+  the "value" half holds the layer input x [d] = [H, dh] (LLaDA has d == H * dh), the "key" half q
+  [H/tp, dh] in its first heads. A separate layer rather than a bigger attention page, so the stock
+  attention kernel's page stays as vLLM expects (research/vllm_v1_hooks.md Q3).
+
+Tensor parallel: a rank's pages hold its shard of the heads for k, v (Hkv/tp) and q (H/tp), and the
+whole layer input x, which every rank needs to restart a refresh from a middle layer (x is the
+replicated residual stream; sharding it would cost an all-gather per refresh).
 
 What a step writes is exactly what ``forward_plans`` writes: below the refresh layer only the computed
 rows of that layer, from the refresh layer on all N rows of each layer; always in this request's own
@@ -142,7 +146,7 @@ class PagedStore:
 
     keys: list[torch.Tensor]  # per layer [num_blocks, Hkv, block_size, dh]
     values: list[torch.Tensor]
-    queries: list[torch.Tensor]  # per layer [num_blocks, H, block_size, dh]
+    queries: list[torch.Tensor]  # per layer [num_blocks, H/tp, block_size, dh] (view of the page)
     inputs: list[torch.Tensor]  # per layer [num_blocks, H, block_size, dh], x as [H, dh]
     block_size: int
     d_model: int
@@ -154,6 +158,7 @@ class PagedStore:
             [kv_caches[b.attn.layer_name] for b in model.blocks],
             [kv_caches[b.refresh_state.layer_name] for b in model.blocks],
             model.config.d_model,
+            q_heads=model.blocks[0].n_heads,  # this rank's query heads
         )
         dtype = next(model.parameters()).dtype
         if store.keys[0].dtype != dtype:
@@ -162,17 +167,23 @@ class PagedStore:
 
     @classmethod
     def from_pages(
-        cls, attn: list[torch.Tensor], state: list[torch.Tensor], d_model: int
+        cls,
+        attn: list[torch.Tensor],
+        state: list[torch.Tensor],
+        d_model: int,
+        q_heads: int | None = None,
     ) -> PagedStore:
-        """attn, state: per layer [num_blocks, heads, block_size, 2 dh] (Hkv and H heads)."""
+        """attn, state: per layer [num_blocks, heads, block_size, 2 dh] (Hkv/tp and H heads);
+        q_heads: the query heads on this rank (default: all of the state page's heads)."""
         keys, values = zip(*map(_halves, attn))
         queries, inputs = zip(*map(_halves, state))
         if queries[0].shape[1] * queries[0].shape[3] != d_model:
             raise ValueError("the refresh state page needs d_model == heads * head_dim")
+        q_heads = queries[0].shape[1] if q_heads is None else q_heads
         return cls(
             keys=list(keys),
             values=list(values),
-            queries=list(queries),
+            queries=[q[:, :q_heads] for q in queries],  # views: writes land in the page
             inputs=list(inputs),
             block_size=keys[0].shape[2],
             d_model=d_model,

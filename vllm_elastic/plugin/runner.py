@@ -24,14 +24,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
+from vllm.distributed import (
+    get_tensor_model_parallel_world_size,
+    tensor_model_parallel_all_reduce,
+)
 from vllm.logger import init_logger
 from vllm.v1.outputs import SamplerOutput
 from vllm.v1.worker.cpu_model_runner import CPUModelRunner
 
 from ..core.cache import LayerCache
 from ..core.decoders.base import DecodeState
+from ..core.forward import no_reduce
 from ..core.generate import new_state, step
 from . import settings, trace
+from .decisions import DecisionDigest
+from .metrics import PendingMetrics
 from .paged_cache import BlocksMoved, PagedLayerCache, PagedStore
 from .stats import RecentStats
 
@@ -82,10 +89,18 @@ class ElasticRunnerMixin:
     def init_elastic(self) -> None:
         self.decodes: dict[str, RequestDecode] = {}
         self.recent_stats = RecentStats()  # of finished requests, for plugin.stats.request_stats
+        self.pending_metrics = PendingMetrics()  # drained by the server's /metrics (metrics.py)
         self.engine_defaults = settings.engine_settings(self.vllm_config.additional_config)
         self.step_pending = False  # execute_model saw scheduled tokens; _sample has not run yet
         self.paged_store: PagedStore | None = None  # set once vLLM has allocated the KV tensors
         self.paged_group = 0  # the KV cache group (block table) of the paged layers
+        # Tensor parallel: the Elastic statistics are sums over heads, so forward_plans reduces each
+        # layer's per-shard sums over the TP group (one all-reduce per layer, core/forward.py
+        # ``_decide``) before it decides; the identity on one rank.
+        self.stats_reduce = no_reduce
+        if get_tensor_model_parallel_world_size() > 1:
+            self.stats_reduce = tensor_model_parallel_all_reduce
+        self.decisions = DecisionDigest()  # what tests compare across ranks
 
     def initialize_kv_cache_tensors(self, kv_cache_config, kernel_block_sizes, **kwargs):
         """Keep every layer's KV tensor, addressed by the scheduler's block ids (paged_cache.py)."""
@@ -128,11 +143,17 @@ class ElasticRunnerMixin:
         req_ids = batch.req_ids[: batch.num_reqs]
         decodes = [self._decode_of(req_id) for req_id in req_ids]
         model = self.get_model()
-        step(model, [d.state for r, d in zip(req_ids, decodes) if self._ready(r, d)])
+        ready = [d.state for r, d in zip(req_ids, decodes) if self._ready(r, d)]
+        step(model, ready, self.stats_reduce)
+        self.decisions.update(ready)
         new_tokens = [d.take_committed() for d in decodes]
-        for req_id, d in zip(req_ids, decodes):
+        decoded = {id(state) for state in ready}
+        for req_id, d, tokens in zip(req_ids, decodes, new_tokens):
+            if id(d.state) in decoded:
+                self.pending_metrics.observe_step(len(tokens))
             if d.finished and d.state is not None:  # its last token goes out in this step
                 self.recent_stats.record(req_id, d.state.stats.to_dict())
+                self.pending_metrics.observe_request(d.state.stats.to_dict())
         width = max([MIN_WIDTH, *map(len, new_tokens)])
         out = torch.full((len(req_ids), width), PLACEHOLDER, dtype=torch.int32)  # [R, width]
         for row, tokens in enumerate(new_tokens):

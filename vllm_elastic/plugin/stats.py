@@ -62,5 +62,5 @@ def request_stats(llm: Any, outputs: Sequence[Any]) -> list[dict[str, Any] | Non
     remember (unfinished, rejected, aborted, or older than the last ``DEFAULT_CAPACITY``).
     """
     ids = [out.request_id for out in outputs]
-    (found, *_) = llm.collective_rpc(RPC_METHOD, args=(ids,))  # TP 1: one worker
+    (found, *_) = llm.collective_rpc(RPC_METHOD, args=(ids,))  # TP ranks agree: rank 0
     return found

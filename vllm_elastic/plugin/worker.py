@@ -26,7 +26,17 @@ class ElasticCPUWorker(CPUWorker):
             "registered": is_registered(),
             "runner": type(self.model_runner).__name__,
             "live_decodes": len(getattr(self.model_runner, "decodes", {})),
+            "tp_rank": self.rank,  # the worker's global rank (= TP rank: no pipeline parallel)
+            "decisions": self.model_runner.decisions.hexdigest(),
+            "decision_steps": self.model_runner.decisions.steps,
         }
+
+    def elastic_metrics_drain(self) -> dict | None:
+        """Observations for the server's /metrics since the last call (``plugin/metrics.py``);
+        None on ranks other than 0 (every TP rank makes the same decisions)."""
+        if self.rank != 0:
+            return None
+        return self.model_runner.pending_metrics.drain()
 
     def elastic_request_stats(self, request_ids: list[str]) -> list[dict | None]:
         """Compute stats of finished requests (``plugin.stats.request_stats`` calls this)."""

@@ -12,7 +12,9 @@ BAR_WIDTH = 50
 
 
 def render(rows: list[dict], every: int = 100) -> str:
-    picked = [r for r in rows if r["step"] % every == 0] + rows[-1:]
+    picked = [r for r in rows if r["step"] % every == 0]
+    if rows and (not picked or picked[-1] is not rows[-1]):
+        picked.append(rows[-1])
     top = max(r["loss_ema"] for r in picked[1:]) if len(picked) > 1 else 1.0
     lines = ["| step | minutes | loss (EMA 0.98) | lr | |", "|---:|---:|---:|---:|:--|"]
     for r in picked:
@@ -24,7 +26,9 @@ def render(rows: list[dict], every: int = 100) -> str:
 def main() -> None:
     path = sys.argv[1] if len(sys.argv) > 1 else "models/llada-tiny/train_log.jsonl"
     rows = [json.loads(line) for line in open(path) if line.strip()]
-    print(render(rows))
+    for stage in sorted({r.get("stage", 1) for r in rows}):
+        print(f"### Stage {stage}\n")
+        print(render([r for r in rows if r.get("stage", 1) == stage]) + "\n")
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ class ElasticState:
         self._all = torch.arange(n, device=device)
         self._window = self.masked[:0]
         self._probe: ElasticProbe | None = None
+        self.pending_refresh = self.num_layers  # deferred mode: refresh layer reported last step
 
     def plan(self) -> SeqPlan:
         s = self.settings
@@ -57,12 +58,14 @@ class ElasticState:
             rows, refresh_from, tracked = self._all, 0, self.tracked
         else:
             rows = _ordered_union(self.tracked, self.newdec, self._window)
-            refresh_from = 0 if s.refresh == "always" else self.num_layers
+            refresh_from = 0 if s.refresh == "always" else self.pending_refresh
+            self.pending_refresh = self.num_layers
             tracked = self.tracked
         gamma = s.gamma if s.refresh == "drift" else NO_DRIFT_TEST
         self._probe = ElasticProbe(
             window=self._window, tracked=tracked, still_masked=still_masked,
             track_num=s.track_num, gamma=gamma, cosine=s.cosine,
+            defer=s.refresh_mode == "deferred",
         )
         return SeqPlan(
             ids=self.canvas.x, rows=rows, refresh_from=refresh_from,
@@ -75,6 +78,8 @@ class ElasticState:
         s, c = self.settings, self.canvas
         window = self._window[: s.window]
         self.tracked = torch.unique(torch.cat(self._probe.most_attended))  # union over layers
+        if self._probe.deferred_from is not None:
+            self.pending_refresh = self._probe.deferred_from
         conf, tokens = policy.confidence(logits)
         keep = policy.commit_mask(conf, s.threshold, s.tokens_per_step)
         committed, values = window[keep], tokens[keep]
