@@ -18,8 +18,8 @@ NUM_PER_TASK = 24
 GEN_LENGTH = 64
 # Floors a few points under the accuracy measured on these 24+24 problems (docs/BENCHMARKS.md):
 # a regression of the model, the tokenizer or the decoders fails here.
-FLOOR = {"arith": 0.0, "code": 0.0}
-MAX_GAP = 0.09  # elastic / fastdllm vs llada on 24 problems: about 2 problems
+FLOOR = {"arith": 0.04, "code": 0.875}  # measured 2/24 and 23/24 (llada, 2026-11-28)
+MAX_GAP = 0.09  # 2 problems of 24 (2 points cannot be resolved on 24); measured gaps 0 to 1
 
 
 @pytest.fixture(scope="module")
