@@ -53,9 +53,14 @@ def write_checkpoint(directory) -> None:
     save_model(model, directory)
 
 
-def expected(model, prompts, extra) -> list[tuple[list[int], str]]:
+def settings_for(extra) -> DecodeSettings:
+    """The core settings a request with ``extra_args=extra`` gets from the test engines."""
     base = DecodeSettings.from_dict(ENGINE_WIDE)
-    s = DecodeSettings.from_dict({**extra, "gen_length": GEN_LENGTH}, base)
+    return DecodeSettings.from_dict({**extra, "gen_length": GEN_LENGTH}, base)
+
+
+def expected(model, prompts, extra) -> list[tuple[list[int], str]]:
+    s = settings_for(extra)
     # the plugin hands out the EOS that ends a request; the core's result stops before it
     return [
         (r.tokens + [EOS_ID], "stop") if r.finished_by_eos else (r.tokens, "length")
@@ -65,6 +70,22 @@ def expected(model, prompts, extra) -> list[tuple[list[int], str]]:
 
 def core_stats(model, prompts, extra) -> list[dict]:
     """The core decoder's ComputeStats.to_dict() per prompt, for the settings ``expected`` uses."""
-    base = DecodeSettings.from_dict(ENGINE_WIDE)
-    s = DecodeSettings.from_dict({**extra, "gen_length": GEN_LENGTH}, base)
-    return [r.stats.to_dict() for r in generate(model, prompts, s)]
+    return [r.stats.to_dict() for r in generate(model, prompts, settings_for(extra))]
+
+
+def step_until_done(engine, on_step=None) -> dict[str, tuple[list[int], str]]:
+    """Step an LLMEngine until no request is left: request id -> (token ids, finish reason).
+
+    ``on_step`` (no arguments) runs after every engine step, e.g. to sample the worker's state.
+    """
+    finished = {}
+    while engine.has_unfinished_requests():
+        for out in engine.step():
+            if out.finished:
+                finished[out.request_id] = (
+                    list(out.outputs[0].token_ids),
+                    out.outputs[0].finish_reason,
+                )
+        if on_step is not None:
+            on_step()
+    return finished

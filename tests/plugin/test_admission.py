@@ -12,7 +12,14 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from plugin_helpers import ENGINE_WIDE, GEN_LENGTH, METHODS, PROMPTS, expected  # noqa: E402
+from plugin_helpers import (  # noqa: E402
+    ENGINE_WIDE,
+    GEN_LENGTH,
+    METHODS,
+    PROMPTS,
+    expected,
+    step_until_done,
+)
 
 BLOCK_SIZE = 128  # every canvas here (<= 26 + 32 tokens) takes one block
 NUM_BLOCKS = 2  # room for two canvases at a time
@@ -47,15 +54,13 @@ def test_eight_requests_queue_for_two_canvases(small_llm, reference_model):
     engine = small_llm.llm_engine
     for i, prompt in enumerate(prompts):
         engine.add_request(str(i), {"prompt_token_ids": prompt}, params)
-    finished, most_running = {}, 0
-    while engine.has_unfinished_requests():
-        for out in engine.step():
-            if out.finished:
-                finished[out.request_id] = (
-                    list(out.outputs[0].token_ids),
-                    out.outputs[0].finish_reason,
-                )
+    live = []  # in-flight decodes on the worker after each step
+
+    def sample_live() -> None:
         (info,) = small_llm.collective_rpc("elastic_info")
-        most_running = max(most_running, info["live_decodes"])
+        live.append(info["live_decodes"])
+
+    finished = step_until_done(engine, sample_live)
+    most_running = max(live)
     assert [finished[str(i)] for i in range(8)] == expected(reference_model, prompts, extra)
     assert most_running == NUM_BLOCKS  # queued, yet never more canvases in flight than fit

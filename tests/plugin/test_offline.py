@@ -20,6 +20,7 @@ from plugin_helpers import (  # noqa: E402
     PROMPTS,
     core_stats,
     expected,
+    step_until_done,
 )
 
 
@@ -114,14 +115,7 @@ def test_bad_setting_raises_and_others_finish(llm, reference_model):
                 {"prompt_token_ids": PROMPTS[0]},
                 SamplingParams(max_tokens=GEN_LENGTH, extra_args=extra),
             )
-    finished = {}
-    while engine.has_unfinished_requests():
-        for out in engine.step():
-            if out.finished:
-                finished[out.request_id] = (
-                    list(out.outputs[0].token_ids),
-                    out.outputs[0].finish_reason,
-                )
+    finished = step_until_done(engine)
     assert [finished[f"good-{i}"] for i in range(3)] == expected(reference_model, PROMPTS[:3], good)
     (info,) = llm.collective_rpc("elastic_info")
     assert info["live_decodes"] == 0  # the worker freed every finished request's state

@@ -15,7 +15,14 @@ import pytest
 pytest.importorskip("vllm")
 
 import torch
-from plugin_helpers import ENGINE_WIDE, GEN_LENGTH, METHODS, PROMPTS, expected
+from plugin_helpers import (
+    ENGINE_WIDE,
+    GEN_LENGTH,
+    METHODS,
+    PROMPTS,
+    expected,
+    step_until_done,
+)
 
 BLOCK_SIZE = 32
 LONG_PROMPT = [(5 * j + 1) % 60 for j in range(40)]  # its prompt alone spans two blocks
@@ -51,18 +58,6 @@ def _free_blocks(llm) -> int:
     return scheduler.kv_cache_manager.block_pool.get_num_free_blocks()
 
 
-def _finish(engine) -> dict[str, tuple[list[int], str]]:
-    finished = {}
-    while engine.has_unfinished_requests():
-        for out in engine.step():
-            if out.finished:
-                finished[out.request_id] = (
-                    list(out.outputs[0].token_ids),
-                    out.outputs[0].finish_reason,
-                )
-    return finished
-
-
 @pytest.mark.parametrize("name", ["elastic", "elastic-track2", "fastdllm"])
 def test_parity_with_multi_block_canvases(paged_llm, reference_model, name):
     from vllm import SamplingParams
@@ -94,7 +89,7 @@ def test_caches_live_in_vllm_kv_tensors(paged_llm, reference_model):
     )
     for name, value in zip(("k", "v", "q", "x"), (k, v, q, x.flatten(1))):
         torch.testing.assert_close(value, want[name], msg=lambda m, name=name: f"{name}: {m}")
-    _finish(engine)
+    step_until_done(engine)
 
 
 def _positions(blocks: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,7 +126,7 @@ def test_blocks_return_to_the_pool_after_finish_and_abort(paged_llm, reference_m
     assert start - _free_blocks(paged_llm) == sum(canvases)
     engine.abort_request(["r3"])
     assert start - _free_blocks(paged_llm) == sum(canvases[:3])
-    finished = _finish(engine)
+    finished = step_until_done(engine)
     assert [finished[f"r{i}"] for i in range(3)] == expected(reference_model, PROMPTS[:3], extra)
     assert _free_blocks(paged_llm) == start
     engine.step()  # the worker hears of the last finished requests with the next scheduler step
