@@ -67,27 +67,25 @@ class ElasticPrometheus:
         from vllm.v1.metrics.prometheus import get_prometheus_registry
 
         reg, labels = get_prometheus_registry(), ["model_name"]
-        self.nfe = Histogram(
+
+        def histogram(name: str, doc: str, buckets) -> Any:
+            return Histogram(name, doc, labels, buckets=buckets, registry=reg).labels(model_name)
+
+        self.nfe = histogram(
             "vllm_elastic:request_nfe",
             "Model forwards (denoising steps) per finished request.",
-            labels,
-            buckets=NFE_BUCKETS,
-            registry=reg,
-        ).labels(model_name)
-        self.fraction = Histogram(
+            NFE_BUCKETS,
+        )
+        self.fraction = histogram(
             "vllm_elastic:request_layer_row_fraction",
             "Layer rows computed per finished request, as a fraction of a cache-less decode.",
-            labels,
-            buckets=FRACTION_BUCKETS,
-            registry=reg,
-        ).labels(model_name)
-        self.tokens = Histogram(
+            FRACTION_BUCKETS,
+        )
+        self.tokens = histogram(
             "vllm_elastic:tokens_committed_per_step",
             "Tokens one request committed to its output in one denoising step.",
-            labels,
-            buckets=TOKENS_BUCKETS,
-            registry=reg,
-        ).labels(model_name)
+            TOKENS_BUCKETS,
+        )
         self.refreshes = Counter(
             "vllm_elastic:layer_refreshes",
             "Cache refreshes that started at each layer (Elastic-Cache's depth-aware refresh).",
