@@ -87,7 +87,28 @@ class LLaDABlock(nn.Module):
         return h + self.ff_out(F.silu(self.ff_proj(n)) * self.up_proj(n))
 
 
-class LLaDAModel(nn.Module):
+class LLaDAStack:
+    """The per-layer interface ``forward_plans`` drives, shared by this model and the vLLM one.
+
+    Needs ``self.config`` (LLaDAConfig) and ``self.transformer`` with ``wte`` and ``blocks``.
+    """
+
+    config: LLaDAConfig
+    transformer: nn.ModuleDict
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.transformer["blocks"]
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.n_layers
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.transformer["wte"](ids)  # [..., T, d]
+
+
+class LLaDAModel(LLaDAStack, nn.Module):
     """LLaDAModelLM: ``transformer.{wte, blocks, ln_f, ff_out}``."""
 
     def __init__(self, cfg: LLaDAConfig) -> None:
@@ -103,17 +124,6 @@ class LLaDAModel(nn.Module):
             }
         )
         self.rotary = Rotary(cfg.head_dim, cfg.rope_theta)
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        return self.transformer["blocks"]
-
-    @property
-    def num_layers(self) -> int:
-        return self.config.n_layers
-
-    def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.transformer["wte"](ids)  # [..., T, d]
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.transformer["ff_out"](self.transformer["ln_f"](h)).float()  # [..., T, V]

@@ -44,7 +44,7 @@ from vllm.model_executor.layers.vocab_parallel_embedding import (
 from vllm.model_executor.model_loader.weight_utils import default_weight_loader
 
 from ..core.config import LLaDAConfig
-from ..core.model import RMSNorm, Rotary, apply_rope
+from ..core.model import LLaDAStack, RMSNorm, Rotary, apply_rope
 from .config import core_config
 from .paged_cache import RefreshState
 
@@ -132,7 +132,7 @@ class LLaDABlock(nn.Module):
         return self.finish(h, self.attn(q.flatten(-2), k.flatten(-2), v.flatten(-2)))
 
 
-class LLaDAForDiffusionLM(nn.Module):
+class LLaDAForDiffusionLM(LLaDAStack, nn.Module):
     """``LLaDAModelLM`` for vLLM: ``transformer.{wte, blocks, ln_f, ff_out}``, as the checkpoint."""
 
     def __init__(self, *, vllm_config: VllmConfig, prefix: str = "") -> None:
@@ -158,18 +158,7 @@ class LLaDAForDiffusionLM(nn.Module):
         self.logits_processor = LogitsProcessor(cfg.embedding_size)
         self.rotary = Rotary(cfg.head_dim, cfg.rope_theta)
 
-    # -- the per-layer interface of core.forward_plans ------------------------------------------
-    @property
-    def blocks(self) -> nn.ModuleList:
-        return self.transformer["blocks"]
-
-    @property
-    def num_layers(self) -> int:
-        return self.config.n_layers
-
-    def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.transformer["wte"](ids)  # [..., T, d]
-
+    # -- the per-layer interface of core.forward_plans (blocks, num_layers, embed: LLaDAStack) --
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """h: [T, d] -> [T, V] float32 (V = embedding_size, as the core model).
 
