@@ -27,11 +27,14 @@ LENGTHS = {"a": 13, "b": 9}
 KINDS = ("k", "v", "q", "x")
 
 
-def _store(model) -> PagedStore:
+def _store(model, layout: str) -> PagedStore:
+    """vLLM's KV tensors in the CPU layout, or FlashAttention's (GPU) [2, blocks, block_size, ...]."""
     cfg = model.config
 
     def pages(heads: int) -> list[torch.Tensor]:
         shape = (NUM_BLOCKS, heads, BLOCK_SIZE, 2 * cfg.head_dim)
+        if layout == "flash":
+            shape = (2, NUM_BLOCKS, BLOCK_SIZE, heads, cfg.head_dim)
         return [torch.full(shape, float("nan")) for _ in range(cfg.n_layers)]
 
     return PagedStore.from_pages(pages(cfg.n_kv_heads), pages(cfg.n_heads), cfg.d_model)
@@ -48,11 +51,12 @@ def _snapshot(cache, n_layers: int) -> dict[str, torch.Tensor]:
     return {kind: torch.stack([getattr(cache, kind)[i] for i in range(n_layers)]) for kind in KINDS}
 
 
+@pytest.mark.parametrize("layout", ["cpu", "flash"])
 @torch.inference_mode()
-def test_paged_equals_contiguous_and_refresh_writes_only_its_layers(reference_model):
+def test_paged_equals_contiguous_and_refresh_writes_only_its_layers(reference_model, layout):
     model = reference_model
     cfg, n_layers = model.config, model.num_layers
-    store = _store(model)
+    store = _store(model, layout)
     torch.manual_seed(1)
     ids = {s: torch.randint(0, cfg.mask_token_id, (n,)) for s, n in LENGTHS.items()}
     paged = {s: store.cache_for(n, keep_inputs=True) for s, n in LENGTHS.items()}

@@ -29,6 +29,7 @@ logger = init_logger("vllm.plugins.elastic")  # under "vllm": printed with vLLM'
 ARCHITECTURE = "LLaDAModelLM"
 MODEL_TYPE = "llada"
 WORKER_CLS = "vllm_elastic.plugin.worker.ElasticCPUWorker"
+GPU_WORKER_CLS = "vllm_elastic.plugin.gpu_worker.ElasticGPUWorker"
 SCHEDULER_CLS = "vllm_elastic.plugin.scheduler.ElasticScheduler"
 
 
@@ -104,7 +105,7 @@ class ElasticConfigHook(VerifyAndUpdateConfig):
                 "vllm-elastic runs with pipeline parallel size 1: a refresh can restart at any "
                 "layer, so every stage would wait on the others (use tensor parallel instead)"
             )
-        par.worker_cls = WORKER_CLS
+        par.worker_cls = _worker_cls(vllm_config)
         sched.scheduler_cls = SCHEDULER_CLS
         turned_off = []
         if cache.enable_prefix_caching:
@@ -123,11 +124,26 @@ class ElasticConfigHook(VerifyAndUpdateConfig):
         logger.info(
             "vllm-elastic: %s uses worker %s and scheduler %s; turned off: %s; default method %s",
             ARCHITECTURE,
-            WORKER_CLS,
+            par.worker_cls,
             SCHEDULER_CLS,
             ", ".join(turned_off) or "nothing",
             defaults.method,
         )
+
+
+def _worker_cls(vllm_config: VllmConfig) -> str:
+    """Our CPU worker, or on CUDA our GPU worker with what a re-run canvas needs there: eager mode
+    (the runner replaces the forward of a real step, so no CUDA graph may capture it) and synchronous
+    scheduling (the next step's drafts depend on this step's committed tokens)."""
+    from vllm.platforms import current_platform
+
+    if current_platform.is_cpu():
+        return WORKER_CLS
+    if vllm_config.use_v2_model_runner:
+        raise ValueError("vllm-elastic needs vLLM's V1 model runner (unset VLLM_USE_V2_MODEL_RUNNER)")
+    vllm_config.model_config.enforce_eager = True
+    vllm_config.scheduler_config.async_scheduling = False
+    return GPU_WORKER_CLS
 
 
 def _check_ray(par) -> None:

@@ -212,11 +212,17 @@ class PagedStore:
 
 
 def _halves(kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """[num_blocks, heads, block_size, 2 dh] -> keys, values [num_blocks, heads, block_size, dh]."""
-    if kv.dim() != 4:
-        raise NotImplementedError(
-            f"paged caches need vLLM's CPU page layout, got {tuple(kv.shape)}"
-        )
-    num_blocks, heads, block_size, cell = kv.shape
-    paired = kv.view(num_blocks, heads, 2, block_size, cell // 2)  # the CPU kernel's view
-    return paired[:, :, KEY_HALF], paired[:, :, VALUE_HALF]
+    """One layer's KV tensor -> keys, values as [num_blocks, heads, block_size, dh] views.
+
+    vLLM's CPU layout [num_blocks, heads, block_size, 2 dh] (the CPU kernel views a block's cell as
+    keys then values), or FlashAttention's [2, num_blocks, block_size, heads, dh] (GPU).
+    """
+    if kv.dim() == 4:
+        num_blocks, heads, block_size, cell = kv.shape
+        paired = kv.view(num_blocks, heads, 2, block_size, cell // 2)  # the CPU kernel's view
+        return paired[:, :, KEY_HALF], paired[:, :, VALUE_HALF]
+    if kv.dim() == 5 and kv.shape[0] == 2:
+        return kv[KEY_HALF].transpose(1, 2), kv[VALUE_HALF].transpose(1, 2)  # strided views
+    raise NotImplementedError(
+        f"paged caches need vLLM's CPU or FlashAttention page layout, got {tuple(kv.shape)}"
+    )

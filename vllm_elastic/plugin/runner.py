@@ -31,6 +31,7 @@ from vllm.distributed import (
 from vllm.logger import init_logger
 from vllm.v1.outputs import SamplerOutput
 from vllm.v1.worker.cpu_model_runner import CPUModelRunner
+from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 
 from ..core.cache import LayerCache
 from ..core.decoders.base import DecodeState
@@ -218,6 +219,15 @@ def _group_of(kv_cache_config, model) -> int:
 
 
 class ElasticCPUModelRunner(ElasticRunnerMixin, CPUModelRunner):
+    def __init__(self, vllm_config, device: torch.device) -> None:
+        super().__init__(vllm_config, device)
+        self.init_elastic()
+        trace("runner")
+
+
+class ElasticGPUModelRunner(ElasticRunnerMixin, GPUModelRunner):
+    """The same diffusion step on vLLM's CUDA runner (``gpu_worker.py``; not run in this project)."""
+
     def __init__(self, vllm_config, device: torch.device) -> None:
         super().__init__(vllm_config, device)
         self.init_elastic()

@@ -1,6 +1,7 @@
-"""The worker that runs the diffusion runner (CPU). vLLM's ``CPUWorker.init_device`` builds a stock
+"""The workers that run the diffusion runner. vLLM's ``CPUWorker.init_device`` builds a stock
 ``CPUModelRunner`` with no factory hook, so this override replaces it right after (research/
-vllm_v1_hooks.md Q1); the stock runner is cheap to build and is dropped before it loads a model."""
+vllm_v1_hooks.md Q1); the stock runner is cheap to build and is dropped before it loads a model.
+The GPU worker (``gpu_worker.py``) uses the GPU ``Worker``'s own factory, ``_make_model_runner``."""
 
 from __future__ import annotations
 
@@ -10,10 +11,8 @@ from vllm.v1.worker.cpu_worker import CPUWorker
 from .runner import ElasticCPUModelRunner
 
 
-class ElasticCPUWorker(CPUWorker):
-    def init_device(self) -> None:
-        super().init_device()
-        self.model_runner = ElasticCPUModelRunner(self.vllm_config, torch.device("cpu"))
+class ElasticWorkerMixin:
+    """The worker RPCs of the plugin (``collective_rpc``), for the CPU and the GPU worker."""
 
     def elastic_info(self) -> dict:
         """What tests read through ``collective_rpc``: the plugin is loaded and wired here."""
@@ -58,3 +57,9 @@ class ElasticCPUWorker(CPUWorker):
             "attn": layers[block.attn.layer_name].kv_cache[block_ids].clone(),
             "refresh_state": layers[block.refresh_state.layer_name].kv_cache[block_ids].clone(),
         }
+
+
+class ElasticCPUWorker(ElasticWorkerMixin, CPUWorker):
+    def init_device(self) -> None:
+        super().init_device()
+        self.model_runner = ElasticCPUModelRunner(self.vllm_config, torch.device("cpu"))
