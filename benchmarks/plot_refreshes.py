@@ -31,10 +31,14 @@ def series(paths: list[str]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for path in paths:
         for r in json.loads(Path(path).read_text())["runs"]:
-            label = f"{r['method']} (γ {r['settings']['gamma']:g})" if r["method"] == "elastic" \
+            label = (
+                f"{r['method']} (γ {r['settings']['gamma']:g})"
+                if r["method"] == "elastic"
                 else r["method"]
-            s = out.setdefault(label, {"refreshes": [0] * len(r["refreshes_per_layer"]),
-                                       "requests": 0})
+            )
+            s = out.setdefault(
+                label, {"refreshes": [0] * len(r["refreshes_per_layer"]), "requests": 0}
+            )
             s["refreshes"] = [a + b for a, b in zip(s["refreshes"], r["refreshes_per_layer"])]
             s["requests"] += r.get("requests", r["num_prompts"])
     return out

@@ -90,7 +90,8 @@ def server_rows(args, methods, concurrencies, problems, parser) -> list[dict]:
         parser.error(str(err))
     chat = not args.raw_prompt
     runs = [
-        bench.row(problems, settings_from_args(args, m, args.gen_length), c, chat)
+        {**bench.row(problems, settings_from_args(args, m, args.gen_length), c, chat),
+         "task": args.task if args.data is None else args.data}
         for m in methods
         for c in concurrencies
     ]

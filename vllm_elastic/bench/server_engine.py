@@ -157,8 +157,9 @@ class ServerBench:
         self.requests = requests
         self.warm = False
 
-    def row(self, problems: list[dict], settings: DecodeSettings, concurrency: int,
-            chat: bool = True) -> dict:
+    def row(
+        self, problems: list[dict], settings: DecodeSettings, concurrency: int, chat: bool = True
+    ) -> dict:
         """One (method, concurrency) row: the bench's usual keys plus the server's."""
         n = self.requests or default_requests(concurrency)
         asked = [problems[i % len(problems)] for i in range(n)]
@@ -169,25 +170,45 @@ class ServerBench:
         before = server_metrics.scrape(self.url)
         results, wall_s = asyncio.run(drive(self.url, self.model, prompts, settings, concurrency))
         delta = server_metrics.scrape(self.url).minus(before)
+        print(
+            f"server: {settings.method} concurrency {concurrency}: {n} requests in {wall_s:.1f} s",
+            file=sys.stderr,
+        )
         if not delta.found:
-            print("warning: the server exports no vllm_elastic metrics (start it with "
-                  "VLLM_PLUGINS=elastic); NFE and refreshes are missing", file=sys.stderr)
+            print(
+                "warning: the server exports no vllm_elastic metrics (start it with "
+                "VLLM_PLUGINS=elastic); NFE and refreshes are missing",
+                file=sys.stderr,
+            )
         out_tokens = sum(r.output_tokens for r in results)
         ttft, latency = [r.ttft_s for r in results], [r.latency_s for r in results]
         correct = [score(r.text, p) for r, p in zip(results, asked)]
         return {
-            "engine": "server", "method": settings.method, "gen_length": settings.gen_length,
-            "num_prompts": len(problems), "requests": n, "concurrency": concurrency,
-            "accuracy": sum(correct) / n, "output_tokens": out_tokens,
-            "completion_tokens": sum(r.completion_tokens for r in results), "wall_s": wall_s,
-            "tokens_per_s": out_tokens / wall_s, "requests_per_s": n / wall_s,
-            "ttft_p50_s": percentile(ttft, 50), "ttft_p99_s": percentile(ttft, 99),
-            "latency_p50_s": percentile(latency, 50), "latency_p99_s": percentile(latency, 99),
-            "nfe_mean": delta.nfe_mean(), "layer_token_fraction": delta.fraction_mean(),
+            "engine": "server",
+            "method": settings.method,
+            "gen_length": settings.gen_length,
+            "num_prompts": len(problems),
+            "requests": n,
+            "concurrency": concurrency,
+            "accuracy": sum(correct) / n,
+            "output_tokens": out_tokens,
+            "completion_tokens": sum(r.completion_tokens for r in results),
+            "wall_s": wall_s,
+            "tokens_per_s": out_tokens / wall_s,
+            "requests_per_s": n / wall_s,
+            "ttft_p50_s": percentile(ttft, 50),
+            "ttft_p99_s": percentile(ttft, 99),
+            "latency_p50_s": percentile(latency, 50),
+            "latency_p99_s": percentile(latency, 99),
+            "nfe_mean": delta.nfe_mean(),
+            "layer_token_fraction": delta.fraction_mean(),
             "refreshes_per_layer": delta.refreshes_per_layer(self.num_layers),
-            "metrics_requests": int(delta.requests), "settings": dataclasses.asdict(settings),
+            "metrics_requests": int(delta.requests),
+            "settings": dataclasses.asdict(settings),
             "finish_reasons": [r.finish_reason for r in results],
-            "ttft_s": ttft, "latency_s": latency, "outputs": [r.text for r in results],
+            "ttft_s": ttft,
+            "latency_s": latency,
+            "outputs": [r.text for r in results],
         }
 
 
@@ -201,8 +222,10 @@ def print_table(runs: list[dict]) -> None:
     head += f"{'lat99':>7} {'NFE':>6} {'layer-row':>9}"
     print(head)
     for r in runs:
-        print(f"{r['method']:<9} {r['gen_length']:>4} {r['concurrency']:>4} {r['requests']:>4} "
-              f"{r['accuracy']:>6.3f} {r['output_tokens']:>7} {r['wall_s']:>7.1f} "
-              f"{r['tokens_per_s']:>7.2f} {r['requests_per_s']:>6.2f} {r['ttft_p50_s']:>7.2f} "
-              f"{r['ttft_p99_s']:>7.2f} {r['latency_p50_s']:>7.2f} {r['latency_p99_s']:>7.2f} "
-              f"{_num(r['nfe_mean'], '.1f'):>6} {_num(r['layer_token_fraction'], '.3f'):>9}")
+        print(
+            f"{r['method']:<9} {r['gen_length']:>4} {r['concurrency']:>4} {r['requests']:>4} "
+            f"{r['accuracy']:>6.3f} {r['output_tokens']:>7} {r['wall_s']:>7.1f} "
+            f"{r['tokens_per_s']:>7.2f} {r['requests_per_s']:>6.2f} {r['ttft_p50_s']:>7.2f} "
+            f"{r['ttft_p99_s']:>7.2f} {r['latency_p50_s']:>7.2f} {r['latency_p99_s']:>7.2f} "
+            f"{_num(r['nfe_mean'], '.1f'):>6} {_num(r['layer_token_fraction'], '.3f'):>9}"
+        )

@@ -31,7 +31,7 @@ class ElasticCounters:
     fraction_count: float = 0.0
     refreshes: dict[int, float] = field(default_factory=dict)  # layer -> refreshes started there
 
-    def minus(self, before: "ElasticCounters") -> "ElasticCounters":
+    def minus(self, before: ElasticCounters) -> ElasticCounters:
         layers = set(self.refreshes) | set(before.refreshes)
         return ElasticCounters(
             found=self.found,
@@ -52,7 +52,7 @@ class ElasticCounters:
         return self.fraction_sum / self.fraction_count if self.fraction_count else None
 
     def refreshes_per_layer(self, num_layers: int) -> list[int]:
-        return [int(round(self.refreshes.get(layer, 0.0))) for layer in range(num_layers)]
+        return [round(self.refreshes.get(layer, 0.0)) for layer in range(num_layers)]
 
 
 def parse(text: str) -> ElasticCounters:
