@@ -6,8 +6,9 @@
 One group of bars per layer, one bar per series. A series is one method (for ``elastic``, with its
 drift threshold γ, ``settings.gamma``), summed over all rows (concurrencies) of the files. A refresh
 of layer l is a forward after a request's first in which layer l recomputed every row
-(``core/accounting.py``): ``llada`` does that at every layer in every step, ``fastdllm`` at each
-new block, ``elastic`` when the drift test fires (from the layer after it) or a new window starts.
+(``core/accounting.py``), so a refresh from layer l* + 1 counts at every layer from l* + 1 to the
+last: ``llada`` recomputes every layer in every step, ``fastdllm`` at each new block, ``elastic``
+from the layer after the one whose drift test fired.
 The bar is refreshes per request (the sum over requests / requests; the label gives the sum), on a
 symmetric-log axis so that ``llada``'s tens per request and ``elastic``'s few fit together. Works
 for every engine's JSON (``refreshes_per_layer`` per row); for ``--engine server`` the counts are
@@ -59,9 +60,9 @@ def plot(data: dict[str, dict], out: str, title: str) -> None:
         bars = ax.bar(xs, per_request, width, label=f"{label}: {s['requests']} requests")
         ax.bar_label(bars, labels=[str(n) for n in s["refreshes"]], fontsize=6)
     ax.set_xticks(range(num_layers))
-    ax.set_xlabel("layer where the refresh started (0 = first)")
+    ax.set_xlabel("layer (0 = first); a refresh from layer l counts at l and every layer above")
     ax.set_yscale("symlog", linthresh=LINEAR_BELOW)
-    ax.set_ylabel("refreshes per request (bar labels: total)")
+    ax.set_ylabel("full recomputes per request (labels: total)")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=min(3, len(data)))
     fig.tight_layout()

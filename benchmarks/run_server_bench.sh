@@ -31,7 +31,7 @@ done
     --json "$OUT/server-arith-256-g099.json"
 "$VENV/bin/python" benchmarks/plot_refreshes.py "$OUT/server-arith-256.json" "$OUT/server-arith-256-g099.json" \
     --out docs/refreshes_per_layer.png
-# 3. lm-eval-harness on the local arith task (benchmarks/lm_eval), the server's default method (elastic).
+# 3. lm-eval-harness on the local arith and code tasks (benchmarks/lm_eval), the server's default method (elastic).
 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 "$VENV/bin/lm_eval" --model local-completions \
     --model_args "model=models/llada-tiny,base_url=$URL/v1/completions,tokenizer=models/llada-tiny,tokenizer_backend=huggingface,num_concurrent=4,max_length=512,max_gen_toks=256" \
-    --include_path benchmarks/lm_eval --tasks elastic_arith --limit 16 --output_path "$OUT/lm_eval"
+    --include_path benchmarks/lm_eval --tasks elastic_arith,elastic_code --limit 16 --output_path "$OUT/lm_eval"
