@@ -5,6 +5,8 @@ give the non-streamed outputs, token counts come from the server's usage, and th
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from server_helpers import MODEL_DIR, MODEL_NAME, free_port
@@ -32,7 +34,7 @@ def report(server, tmp_path_factory):
         "--num-prompts", str(NUM_PROMPTS), "--data", str(DATA), "--json", str(out),
     ]  # fmt: skip
     assert main(argv) == 0
-    return json.loads(out.read_text())
+    return {**json.loads(out.read_text()), "path": str(out)}
 
 
 def test_one_row_per_method_and_concurrency_with_sane_numbers(report):
@@ -94,3 +96,22 @@ def test_url_needs_the_server_engine(capsys):
     with pytest.raises(SystemExit):
         main(["--engine", "vllm", "--url", "http://127.0.0.1:1"])
     assert "--url goes with --engine server" in capsys.readouterr().err
+
+
+def test_refresh_plot_from_the_report(report, tmp_path):
+    """benchmarks/plot_refreshes.py sums each method's refreshes per layer over the rows."""
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "refreshes.png"
+    script = MODEL_DIR.parents[1] / "benchmarks" / "plot_refreshes.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), report["path"], "--out", str(png)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for method in METHODS:
+        rows = [r for r in report["runs"] if r["method"] == method]
+        sums = [sum(layer) for layer in zip(*(r["refreshes_per_layer"] for r in rows))]
+        label = "elastic (γ 0.9)" if method == "elastic" else method
+        total = REQUESTS * len(CONCURRENCY)
+        assert f"{label}: {total} requests, refreshes per layer {sums}" in proc.stdout
