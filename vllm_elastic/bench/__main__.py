@@ -4,15 +4,21 @@
       --gen-length 256 --num-prompts 32 --task arith --json out.json
   python -m vllm_elastic.bench --engine vllm --methods llada,fastdllm,elastic \
       --gen-length 256 --num-prompts 32 --concurrency 1,4,16 --task arith --json out.json
+  python -m vllm_elastic.bench --engine server --url http://127.0.0.1:8000 \
+      --methods llada,fastdllm,elastic --gen-length 256 --concurrency 1,4,16,32 --json out.json
 
 One row per (method, concurrency). ``reference``: the core decoders, ``concurrency`` sequences
 decoded together. ``vllm``: one ``vllm.LLM`` with the plugin, at most ``concurrency`` requests in
 flight, methods per request (``bench/vllm_engine.py``); NFE and layer-row fraction from the
-plugin's per-request stats. Prompts and outputs are encoded and decoded the same way for both.
+plugin's per-request stats. ``server``: a running OpenAI server (``--url``) under ``concurrency``
+streaming clients, with TTFT and latency percentiles (``bench/server_engine.py``). Prompts and
+outputs are encoded and decoded the same way for all three.
 
 JSON schema: {"runs": [{"engine", "method", "gen_length", "num_prompts", "concurrency", "accuracy",
 "output_tokens", "wall_s", "tokens_per_s", "speedup", "nfe_mean", "layer_token_fraction",
-"refreshes_per_layer", "settings", "outputs"}, ...], "machine", "date", "command"}.
+"refreshes_per_layer", "settings", "outputs"}, ...], "machine", "date", "command"}; ``server`` rows
+add "requests", "requests_per_s", "ttft_p50_s", "ttft_p99_s", "latency_p50_s", "latency_p99_s"
+and per-request "ttft_s", "latency_s", "finish_reasons" (see ``bench/server_engine.py``).
 Output tokens count up to, not including, the first EOS.
 """
 
@@ -34,7 +40,7 @@ from ..eval.runner import load, run_problems
 from ..tasks import load_jsonl
 
 TASK_FILES = {"arith": "data/arith_test.jsonl", "code": "data/code_test.jsonl"}
-ENGINES = ("reference", "vllm")
+ENGINES = ("reference", "vllm", "server")
 
 
 def make_runner(args, concurrencies: list[int]):
@@ -74,6 +80,25 @@ def run_row(engine, method, concurrency, args, run, problems) -> dict:
     }
 
 
+def server_rows(args, methods, concurrencies, problems, parser) -> list[dict]:
+    """``--engine server``: rows against the running server at ``--url``, method-major."""
+    from . import server_engine
+
+    try:
+        bench = server_engine.ServerBench(args.url, args.model, args.requests)
+    except ConnectionError as err:
+        parser.error(str(err))
+    chat = not args.raw_prompt
+    runs = [
+        {**bench.row(problems, settings_from_args(args, m, args.gen_length), c, chat),
+         "task": args.task if args.data is None else args.data}
+        for m in methods
+        for c in concurrencies
+    ]
+    server_engine.print_table(runs)
+    return runs
+
+
 def _setup(r: dict) -> tuple:
     """Rows that share a llada baseline for ``speedup``: same engine, gen length, concurrency."""
     return r["engine"], r["gen_length"], r["concurrency"]
@@ -109,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default=None)
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="--engine vllm only")
+    p.add_argument("--url", default=None, help="--engine server: the server, http://HOST:PORT")
+    p.add_argument("--requests", type=int, default=None,
+                   help="--engine server: requests per row (default max(2*concurrency, 8))")
     add_decoder_args(p)
     args = p.parse_args(argv)
     if args.threads:
@@ -118,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         concurrencies = [int(c) for c in args.concurrency.split(",") if c.strip()]
         if args.tensor_parallel_size != 1 and args.engine != "vllm":
             raise ValueError("--tensor-parallel-size needs --engine vllm")
+        if (args.engine == "server") != (args.url is not None):
+            raise ValueError("--url goes with --engine server, and --engine server needs --url")
+        if args.requests is not None and args.requests <= 0:
+            raise ValueError(f"--requests must be positive, got {args.requests}")
         if not concurrencies or min(concurrencies) <= 0:
             raise ValueError(f"--concurrency must be positive integers, got {args.concurrency!r}")
         for m in methods:
@@ -125,11 +157,14 @@ def main(argv: list[str] | None = None) -> int:
         problems = load_jsonl(args.data or TASK_FILES[args.task])[: args.num_prompts]
     except ValueError as err:
         p.error(str(err))
-    run = make_runner(args, concurrencies)
-    tp = args.tensor_parallel_size
-    engine = args.engine if tp == 1 else f"{args.engine}-tp{tp}"
-    runs = [run_row(engine, m, c, args, run, problems) for c in concurrencies for m in methods]
-    print_table(runs)
+    if args.engine == "server":
+        runs = server_rows(args, methods, concurrencies, problems, p)
+    else:
+        run = make_runner(args, concurrencies)
+        tp = args.tensor_parallel_size
+        engine = args.engine if tp == 1 else f"{args.engine}-tp{tp}"
+        runs = [run_row(engine, m, c, args, run, problems) for c in concurrencies for m in methods]
+        print_table(runs)
     if args.json:
         meta = {
             "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
