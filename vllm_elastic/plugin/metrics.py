@@ -16,7 +16,8 @@ Exported (``model_name`` label as vLLM's own):
 - ``vllm_elastic:request_nfe`` histogram: model forwards (denoising steps) per finished request;
 - ``vllm_elastic:request_layer_row_fraction`` histogram: rows computed / rows without a cache;
 - ``vllm_elastic:tokens_committed_per_step`` histogram: tokens one request committed in one step;
-- ``vllm_elastic:layer_refreshes_total{layer}`` counter: refreshes that started at each layer;
+- ``vllm_elastic:layer_refreshes_total{layer}`` counter: per layer, the steps that recomputed it for
+  every row (a refresh from layer l counts at every layer >= l);
 - ``vllm_elastic:requests_total`` counter: finished requests these numbers cover.
 """
 
@@ -88,7 +89,8 @@ class ElasticPrometheus:
         )
         self.refreshes = Counter(
             "vllm_elastic:layer_refreshes",
-            "Cache refreshes that started at each layer (Elastic-Cache's depth-aware refresh).",
+            "Steps that recomputed this layer for every row (a refresh from layer l counts at "
+            "every layer >= l; Elastic-Cache's depth-aware refresh).",
             [*labels, "layer"],
             registry=reg,
         )
