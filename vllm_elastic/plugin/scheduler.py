@@ -25,9 +25,9 @@ from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus
 
+from ..core.decoders.base import RefreshCost
 from . import settings, trace
 from .refresh import ElasticRunnerOutput, ElasticSchedulerOutput, choose_grants, extend
-from ..core.decoders.base import RefreshCost
 
 
 class ElasticScheduler(Scheduler):
