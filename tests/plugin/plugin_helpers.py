@@ -10,7 +10,7 @@ import torch
 
 from vllm_elastic.core.checkpoint import save_model
 from vllm_elastic.core.config import LLaDAConfig
-from vllm_elastic.core.generate import generate
+from vllm_elastic.core.generate import generate, new_state, step
 from vllm_elastic.core.model import LLaDAModel
 from vllm_elastic.core.settings import DecodeSettings
 
@@ -21,6 +21,8 @@ PROMPTS = [[(7 * i + 3 * j) % 60 for j in range(n)] for i, n in enumerate([3, 9,
 METHODS = {
     "elastic": {"method": "elastic", "gamma": 0.9, "window": 8, "threshold": 0.9},
     "elastic-track2": {"method": "elastic", "gamma": 0.95, "track_num": 2, "block_caching": False},
+    # gamma 0.99: the drift test fires at both upper layers of this checkpoint (refreshes deferred)
+    "elastic-deferred": {"method": "elastic", "gamma": 0.99, "window": 8, "refresh_mode": "deferred"},
     "fastdllm": {"method": "fastdllm", "cache": "dual", "threshold": 0.8},
     "llada": {"method": "llada", "steps": 16},
 }
@@ -66,6 +68,22 @@ def expected(model, prompts, extra) -> list[tuple[list[int], str]]:
         (r.tokens + [EOS_ID], "stop") if r.finished_by_eos else (r.tokens, "length")
         for r in generate(model, prompts, s)
     ]
+
+
+def expected_one_grant_per_step(model, prompts, extra) -> list[tuple[list[int], str]]:
+    """``expected`` when the engine grants one deferred refresh per step: the longest-waiting
+    pending one, ties to the earliest request (``plugin/refresh.py``); all prompts start together
+    and a request leaves the batch once its answer is committed (the plugin's early stop)."""
+    s = settings_for(extra).replace(early_stop=True)
+    states = [new_state(model, p, s) for p in prompts]
+    while any(not st.done for st in states):
+        pending = [i for i, st in enumerate(states) if not st.done and st.pending_refresh()]
+        if pending:
+            oldest = min(pending, key=lambda i: (-states[i].pending_refresh().waited, i))
+            states[oldest].grant_refresh()
+        step(model, states, grant_all=False)
+    results = [st.result() for st in states]
+    return [(r.tokens + [EOS_ID], "stop") if r.finished_by_eos else (r.tokens, "length") for r in results]
 
 
 def core_stats(model, prompts, extra) -> list[dict]:

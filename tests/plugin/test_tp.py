@@ -68,7 +68,8 @@ def test_every_rank_took_the_same_decisions(llm_tp):
     from vllm import SamplingParams
 
     params = [SamplingParams(max_tokens=GEN_LENGTH, extra_args=dict(e)) for e in METHODS.values()]
-    llm_tp.generate([{"prompt_token_ids": p} for p in TP_PROMPTS], params, use_tqdm=False)
+    prompts = [TP_PROMPTS[i % len(TP_PROMPTS)] for i in range(len(params))]  # one per method
+    llm_tp.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
     infos = llm_tp.collective_rpc("elastic_info")
     assert all(i["decision_steps"] > 0 for i in infos)
     assert sorted(i["tp_rank"] for i in infos) == list(range(TP))

@@ -16,9 +16,11 @@ outputs are encoded and decoded the same way for all three.
 
 JSON schema: {"runs": [{"engine", "method", "gen_length", "num_prompts", "concurrency", "accuracy",
 "output_tokens", "wall_s", "tokens_per_s", "speedup", "nfe_mean", "layer_token_fraction",
-"refreshes_per_layer", "settings", "outputs"}, ...], "machine", "date", "command"}; ``server`` rows
-add "requests", "requests_per_s", "ttft_p50_s", "ttft_p99_s", "latency_p50_s", "latency_p99_s"
-and per-request "ttft_s", "latency_s", "finish_reasons" (see ``bench/server_engine.py``).
+"refreshes_per_layer", "refresh_wait_steps", "settings", "outputs"}, ...], "machine", "date",
+"command"}; ``server`` rows add "requests", "requests_per_s", "ttft_p50_s", "ttft_p99_s",
+"latency_p50_s", "latency_p99_s" and per-request "ttft_s", "latency_s", "finish_reasons" (see
+``bench/server_engine.py``). ``refresh_wait_steps``: steps deferred refreshes waited for the scheduler's grant
+(summed over prompts; ``--refresh-budget`` limits the grants per step, vllm engine only).
 Output tokens count up to, not including, the first EOS.
 """
 
@@ -48,7 +50,10 @@ def make_runner(args, concurrencies: list[int]):
     if args.engine == "vllm":
         from .vllm_engine import VLLMBench  # imports vllm
 
-        return VLLMBench(args.model, max_num_seqs=max(concurrencies), **_parallel(args)).run
+        kwargs = _parallel(args)
+        if args.refresh_budget is not None:
+            kwargs["additional_config"] = {"elastic": {"refresh_budget": args.refresh_budget}}
+        return VLLMBench(args.model, max_num_seqs=max(concurrencies), **kwargs).run
     model, tokenizer = load(args.model)
 
     def run(problems, settings, concurrency, chat, desc):
@@ -76,6 +81,7 @@ def run_row(engine, method, concurrency, args, run, problems) -> dict:
         "nfe_mean": sum(res.nfe) / max(1, len(res.nfe)),
         "layer_token_fraction": res.layer_token_fraction,
         "refreshes_per_layer": res.refreshes_per_layer,
+        "refresh_wait_steps": res.refresh_wait_steps,
         "settings": dataclasses.asdict(settings), "outputs": res.outputs,
     }
 
@@ -107,7 +113,7 @@ def _setup(r: dict) -> tuple:
 def print_table(runs: list[dict]) -> None:
     base = {_setup(r): r["tokens_per_s"] for r in runs if r["method"] == "llada"}
     head = f"{'engine':<10} {'method':<9} {'gen':>5} {'conc':>5} {'acc':>6} {'out_tok':>8} "
-    head += f"{'wall_s':>8} {'tok/s':>8} {'speedup':>8} {'NFE':>7} {'layer-row':>9}"
+    head += f"{'wall_s':>8} {'tok/s':>8} {'speedup':>8} {'NFE':>7} {'layer-row':>9} {'waits':>6}"
     print(head)
     for r in runs:
         ref = base.get(_setup(r))
@@ -116,7 +122,8 @@ def print_table(runs: list[dict]) -> None:
         print(f"{r['engine']:<10} {r['method']:<9} {r['gen_length']:>5} {r['concurrency']:>5} "
               f"{r['accuracy']:>6.3f} {r['output_tokens']:>8} {r['wall_s']:>8.1f} "
               f"{r['tokens_per_s']:>8.2f} {speed:>8} "
-              f"{r['nfe_mean']:>7.1f} {r['layer_token_fraction']:>9.3f}")
+              f"{r['nfe_mean']:>7.1f} {r['layer_token_fraction']:>9.3f} "
+              f"{r['refresh_wait_steps']:>6}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url", default=None, help="--engine server: the server, http://HOST:PORT")
     p.add_argument("--requests", type=int, default=None,
                    help="--engine server: requests per row (default max(2*concurrency, 8))")
+    p.add_argument("--refresh-budget", type=int, default=None,
+                   help="--engine vllm only: token rows of deferred refresh granted per step "
+                        "(additional_config refresh_budget; default: the step's unused token budget)")
     add_decoder_args(p)
     args = p.parse_args(argv)
     if args.threads:
@@ -150,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--url goes with --engine server, and --engine server needs --url")
         if args.requests is not None and args.requests <= 0:
             raise ValueError(f"--requests must be positive, got {args.requests}")
+        if args.refresh_budget is not None and args.engine != "vllm":
+            raise ValueError("--refresh-budget needs --engine vllm")
+        if args.refresh_budget is not None and args.refresh_budget < 1:
+            raise ValueError(f"--refresh-budget must be >= 1, got {args.refresh_budget}")
         if not concurrencies or min(concurrencies) <= 0:
             raise ValueError(f"--concurrency must be positive integers, got {args.concurrency!r}")
         for m in methods:

@@ -97,6 +97,7 @@ class VLLMBench:
             res.nfe.append(st["nfe"])
             res.rows_computed += st["rows_computed"]
             res.rows_nocache += st["rows_nocache"]
+            res.refresh_wait_steps += st["refresh_wait_steps"]
             res.refreshes_per_layer = [
                 a + b for a, b in zip(res.refreshes_per_layer, st["refreshes_per_layer"])
             ]

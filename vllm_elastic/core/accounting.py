@@ -11,7 +11,9 @@ class ComputeStats:
 
     nfe: forward passes this sequence took part in; rows_computed: rows computed, summed over layers;
     rows_nocache: what a no-cache decode of the same number of steps computes (N rows at every layer);
-    refreshes[l]: forwards after the first in which layer l recomputed every row.
+    refreshes[l]: forwards after the first in which layer l recomputed every row;
+    refresh_wait_steps: steps a deferred refresh waited for its grant past the step right after
+    its trigger (0 unless an engine's refresh budget delays it; core/decoders/elastic.py).
     """
 
     num_layers: int
@@ -19,6 +21,7 @@ class ComputeStats:
     rows_computed: int = 0
     rows_nocache: int = 0
     refreshes: list[int] = field(default_factory=list)
+    refresh_wait_steps: int = 0
 
     def __post_init__(self) -> None:
         if not self.refreshes:
@@ -36,4 +39,5 @@ class ComputeStats:
             "rows_nocache": self.rows_nocache,
             "layer_token_fraction": self.layer_token_fraction,
             "refreshes_per_layer": list(self.refreshes),
+            "refresh_wait_steps": self.refresh_wait_steps,
         }

@@ -54,14 +54,24 @@ def new_state(
 
 
 @torch.inference_mode()
-def step(model: LLaDAModel, states: Sequence[DecodeState], reduce: Reduce = no_reduce) -> None:
+def step(
+    model: LLaDAModel,
+    states: Sequence[DecodeState],
+    reduce: Reduce = no_reduce,
+    grant_all: bool = True,
+) -> None:
     """One denoising step for every unfinished state, in one packed forward.
 
     ``reduce``: sums head-sharded statistics over a tensor-parallel group (``forward_plans``).
+    ``grant_all``: every pending deferred refresh runs in this step (no engine budget); an engine
+    passes False and calls ``grant_refresh`` itself on the states its scheduler granted.
     """
     active = [s for s in states if not s.done]
     if not active:
         return
+    if grant_all:
+        for state in active:
+            state.grant_refresh()
     logits = forward_plans(model, [s.plan() for s in active], reduce)
     for state, lg in zip(active, logits):
         state.advance(lg)

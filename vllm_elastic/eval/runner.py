@@ -29,6 +29,7 @@ class RunResult:
     rows_computed: int
     rows_nocache: int
     refreshes_per_layer: list[int] = field(default_factory=list)
+    refresh_wait_steps: int = 0  # deferred refresh: steps refreshes waited for a grant, summed
 
     @property
     def accuracy(self) -> float:
@@ -71,6 +72,7 @@ def run_problems(
             res.nfe.append(r.stats.nfe)
             res.rows_computed += r.stats.rows_computed
             res.rows_nocache += r.stats.rows_nocache
+            res.refresh_wait_steps += r.stats.refresh_wait_steps
             res.refreshes_per_layer = [a + b for a, b in zip(res.refreshes_per_layer, r.stats.refreshes)]
         bar.update(len(results))
         bar.set_postfix(acc=f"{res.accuracy:.3f}")

@@ -1,19 +1,22 @@
 """The diffusion model runner: one denoising step of every scheduled request per engine step.
 
 A narrow subclass of vLLM's V1 runner (``CPUModelRunner``; research/vllm_v1_hooks.md Q1, mode B).
-vLLM still does its bookkeeping (persistent batch, block tables, output assembly); four methods
+vLLM still does its bookkeeping (persistent batch, block tables, output assembly); five methods
 change:
 
 - ``initialize_kv_cache_tensors`` keeps vLLM's per-layer KV tensors: every request's decoder caches
   (K/V, and q / layer inputs for a refresh) live in that request's blocks (``paged_cache.py``);
 
-- ``execute_model`` frees the decode state of finished or aborted requests and marks the step;
+- ``execute_model`` frees the decode state of finished or aborted requests, marks the step and
+  takes the scheduler's deferred-refresh grants (``plugin/refresh.py``);
 - ``_model_forward`` skips vLLM's own forward in a real step (its hidden states are not used);
 - ``_sample`` runs ``core.generate.step`` on the vLLM model for all scheduled requests (one packed
   forward, per-sequence attention), then returns, per request, the tokens that newly extend its
   contiguous committed prefix, padded with -1 (vLLM drops those). The scheduler appends them and
   rolls the rest of the canvas back (``scheduler.py``). A request decodes only once its blocks
   cover its whole canvas (the scheduler reserves them when it admits the request).
+- ``sample_tokens`` adds each request's pending deferred refresh to vLLM's output
+  (``ElasticRunnerOutput``), for the scheduler to grant in a later step.
 
 Per-request state is a ``RequestDecode`` kept here by request id: never on an ``nn.Module``.
 """
@@ -29,18 +32,19 @@ from vllm.distributed import (
     tensor_model_parallel_all_reduce,
 )
 from vllm.logger import init_logger
-from vllm.v1.outputs import SamplerOutput
+from vllm.v1.outputs import ModelRunnerOutput, SamplerOutput
 from vllm.v1.worker.cpu_model_runner import CPUModelRunner
 from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 
 from ..core.cache import LayerCache
-from ..core.decoders.base import DecodeState
+from ..core.decoders.base import DecodeState, RefreshCost
 from ..core.forward import no_reduce
 from ..core.generate import new_state, step
 from . import settings, trace
 from .decisions import DecisionDigest
 from .metrics import PendingMetrics
 from .paged_cache import BlocksMoved, PagedLayerCache, PagedStore
+from .refresh import ElasticRunnerOutput, ElasticSchedulerOutput, extend
 from .stats import RecentStats
 
 if TYPE_CHECKING:
@@ -102,6 +106,10 @@ class ElasticRunnerMixin:
         if get_tensor_model_parallel_world_size() > 1:
             self.stats_reduce = tensor_model_parallel_all_reduce
         self.decisions = DecisionDigest()  # what tests compare across ranks
+        # deferred refresh (plugin/refresh.py): this step's grants from the scheduler (None: not
+        # our scheduler's output, grant every pending one) and the pending refreshes after it
+        self.refresh_grants: set[str] | None = None
+        self.refresh_requests: dict[str, RefreshCost] = {}
 
     def initialize_kv_cache_tensors(self, kv_cache_config, kernel_block_sizes, **kwargs):
         """Keep every layer's KV tensor, addressed by the scheduler's block ids (paged_cache.py)."""
@@ -116,7 +124,18 @@ class ElasticRunnerMixin:
         for req_id in scheduler_output.finished_req_ids:  # finished, stopped or aborted
             self.decodes.pop(req_id, None)
         self.step_pending = scheduler_output.total_num_scheduled_tokens > 0
+        self.refresh_grants = None
+        if isinstance(scheduler_output, ElasticSchedulerOutput):
+            self.refresh_grants = scheduler_output.refresh_grants
+        self.refresh_requests = {}
         return super().execute_model(scheduler_output, intermediate_tensors)
+
+    def sample_tokens(self, grammar_output):
+        output = super().sample_tokens(grammar_output)
+        if type(output) is ModelRunnerOutput and self.refresh_requests:  # extend copies: never
+            # mutates vLLM's shared EMPTY_MODEL_RUNNER_OUTPUT
+            output = extend(output, ElasticRunnerOutput, refresh_requests=self.refresh_requests)
+        return output
 
     def _model_forward(
         self,
@@ -144,8 +163,9 @@ class ElasticRunnerMixin:
         req_ids = batch.req_ids[: batch.num_reqs]
         decodes = [self._decode_of(req_id) for req_id in req_ids]
         model = self.get_model()
-        ready = [d.state for r, d in zip(req_ids, decodes) if self._ready(r, d)]
-        step(model, ready, self.stats_reduce)
+        ready_ids = [r for r, d in zip(req_ids, decodes) if self._ready(r, d)]
+        ready = [self.decodes[r].state for r in ready_ids]
+        self._step(model, ready_ids, ready)
         self.decisions.update(ready)
         new_tokens = [d.take_committed() for d in decodes]
         decoded = {id(state) for state in ready}
@@ -160,6 +180,19 @@ class ElasticRunnerMixin:
         for row, tokens in enumerate(new_tokens):
             out[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.int32)
         return SamplerOutput(sampled_token_ids=out.to(self.device), logprobs_tensors=None)
+
+    def _step(self, model, req_ids: list[str], states: list[DecodeState]) -> None:
+        """One core step of the ready states, their granted refreshes in it; then collect the
+        refreshes still pending for the scheduler."""
+        grants = self.refresh_grants
+        for req_id, state in zip(req_ids, states):
+            if grants is not None and req_id in grants:
+                state.grant_refresh()
+        step(model, states, self.stats_reduce, grant_all=grants is None)
+        for req_id, state in zip(req_ids, states):
+            cost = state.pending_refresh()
+            if cost is not None and not state.done:
+                self.refresh_requests[req_id] = cost
 
     def _decode_of(self, req_id: str) -> RequestDecode:
         decode = self.decodes.get(req_id)

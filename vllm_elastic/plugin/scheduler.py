@@ -12,6 +12,10 @@ preempted to grow. The blocks of a new request's whole canvas are reserved in it
 (``_reserve_canvases``): the runner keeps every position's per-layer caches in them
 (``paged_cache.py``). Requests finish on the model's EOS (as handed out by the runner) or at the
 end of the canvas (vLLM's max_tokens stop).
+
+Deferred refresh (``plugin/refresh.py``): ``update_from_output`` keeps each request's pending
+refresh as the runner reports it; ``schedule`` grants some of them within the step's refresh
+budget and sends the grants to the runner in an ``ElasticSchedulerOutput``.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus
 
-from . import trace
+from ..core.decoders.base import RefreshCost
+from . import settings, trace
+from .refresh import ElasticRunnerOutput, ElasticSchedulerOutput, choose_grants, extend
 
 
 class ElasticScheduler(Scheduler):
@@ -35,6 +41,10 @@ class ElasticScheduler(Scheduler):
         self.canvas_token_id: int = (
             hf_config.mask_token_id
         )  # placeholder ids; the runner has the canvas
+        # deferred refresh: the latest pending refresh per request (runner reports), the budget
+        # in token rows per step (None: what the step leaves of max_num_scheduled_tokens)
+        self.refresh_pending: dict[str, RefreshCost] = {}
+        self.refresh_budget = settings.engine_refresh_budget(self.vllm_config.additional_config)
         trace("scheduler")
 
     def schedule(self, *args, **kwargs):
@@ -52,7 +62,29 @@ class ElasticScheduler(Scheduler):
         finally:
             self.max_num_active_reqs = limit
         self._reserve_canvases(output)
-        return output
+        return self._grant_refreshes(output)
+
+    def _grant_refreshes(self, output: SchedulerOutput) -> ElasticSchedulerOutput:
+        """The step's output with the deferred refreshes granted in it (``refresh.choose_grants``)."""
+        scheduled = output.num_scheduled_tokens
+        pending = {r: c for r, c in self.refresh_pending.items() if r in scheduled}
+        budget = self.refresh_budget
+        if budget is None:
+            budget = self.max_num_scheduled_tokens - output.total_num_scheduled_tokens
+        arrival = {r: self.requests[r].arrival_time for r in pending}
+        grants = choose_grants(pending, arrival, budget) if pending else set()
+        return extend(output, ElasticSchedulerOutput, refresh_grants=grants)
+
+    def update_from_output(self, scheduler_output, model_runner_output):
+        """Keep the runner's latest pending-refresh report of every request it stepped."""
+        for req_id in model_runner_output.req_ids:
+            self.refresh_pending.pop(req_id, None)
+        if isinstance(model_runner_output, ElasticRunnerOutput):
+            self.refresh_pending.update(model_runner_output.refresh_requests)
+        outputs = super().update_from_output(scheduler_output, model_runner_output)
+        for req_id in [r for r in self.refresh_pending if r not in self.requests]:
+            del self.refresh_pending[req_id]  # finished or aborted
+        return outputs
 
     def _reserve_canvases(self, output: SchedulerOutput) -> None:
         """Give each newly admitted request the blocks of its whole canvas in this very step.

@@ -3,6 +3,8 @@
 ``DecodeSettings.from_dict`` so that there is one set of names, defaults and error messages.
 
 ``max_tokens`` is the canvas length (``gen_length``). Per-request keys override engine-wide ones.
+``refresh_budget`` (token rows per step for deferred refreshes, ``plugin/refresh.py``) is an
+engine-only key of ``additional_config["elastic"]``; it is not a ``DecodeSettings`` field.
 Bad values raise ``ValueError`` in the front end, at submission: ``ElasticSettingsValidator`` is a
 no-op vLLM logits processor whose ``validate_params`` hook vLLM calls for every request before it
 reaches the engine (the config hook in ``plugin/config.py`` installs it), so one bad request fails
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
 
 ADDITIONAL_CONFIG_KEY = "elastic"  # additional_config={"elastic": {...}}
 VALIDATOR_QUALNAME = "vllm_elastic.plugin.settings:ElasticSettingsValidator"
+REFRESH_BUDGET_KEY = "refresh_budget"  # engine-wide only: the scheduler's, not a request's
 
 # The engine-wide settings of this process's engine, set by the config hook (front-end process),
 # read by the submission check. NOTE: one engine per process; a second engine replaces them.
@@ -32,14 +35,32 @@ _engine_defaults: DecodeSettings | None = None
 
 def engine_settings(additional_config: dict[str, Any] | None) -> DecodeSettings:
     """Parse ``additional_config["elastic"]`` (raises ValueError with the offending key)."""
+    raw = _elastic_config(additional_config)
+    if "gen_length" in raw:
+        raise ValueError("gen_length is set per request by max_tokens, not in additional_config")
+    engine_refresh_budget(additional_config)
+    raw = {k: v for k, v in raw.items() if k != REFRESH_BUDGET_KEY}
+    return DecodeSettings.from_dict(raw)
+
+
+def engine_refresh_budget(additional_config: dict[str, Any] | None) -> int | None:
+    """``additional_config["elastic"]["refresh_budget"]``: token rows of deferred refresh per
+    step (an int >= 1), or None for the default (the step's unused token budget)."""
+    value = _elastic_config(additional_config).get(REFRESH_BUDGET_KEY)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{REFRESH_BUDGET_KEY} must be an int >= 1 (token rows), got {value!r}")
+    return value
+
+
+def _elastic_config(additional_config: dict[str, Any] | None) -> dict[str, Any]:
     raw = (additional_config or {}).get(ADDITIONAL_CONFIG_KEY) or {}
     if not isinstance(raw, dict):
         raise ValueError(
             f"additional_config[{ADDITIONAL_CONFIG_KEY!r}] must be a dict, got {raw!r}"
         )
-    if "gen_length" in raw:
-        raise ValueError("gen_length is set per request by max_tokens, not in additional_config")
-    return DecodeSettings.from_dict(raw)
+    return raw
 
 
 def request_settings(params: SamplingParams, base: DecodeSettings) -> DecodeSettings:
@@ -47,6 +68,11 @@ def request_settings(params: SamplingParams, base: DecodeSettings) -> DecodeSett
     extra = dict(params.extra_args or {})
     if "gen_length" in extra:
         raise ValueError("set the canvas length with max_tokens, not extra_args['gen_length']")
+    if REFRESH_BUDGET_KEY in extra:
+        raise ValueError(
+            f"{REFRESH_BUDGET_KEY} is engine-wide: set it in additional_config"
+            f"[{ADDITIONAL_CONFIG_KEY!r}], not per request"
+        )
     if params.max_tokens is None:
         raise ValueError("max_tokens (the canvas length) is required")
     # NOTE: early_stop is forced on: vLLM finishes a request at its EOS, so decoding past it would

@@ -22,8 +22,38 @@ class DecodeResult:
     finished_by_eos: bool
 
 
+@dataclass(slots=True, frozen=True)
+class RefreshCost:
+    """A deferred refresh waiting for its grant: every one of ``rows`` rows at layers >= ``from_layer``.
+
+    ``waited``: steps it has already waited past the first one it could have run in (0: reported
+    by the last step). An engine's scheduler grants the oldest first, within a token budget.
+    """
+
+    rows: int  # N, the canvas length
+    from_layer: int  # l: layers l .. L-1 are recomputed for all N rows
+    num_layers: int  # L
+    waited: int = 0
+
+    @property
+    def layer_rows(self) -> int:
+        """N * (L - l): the rows the refresh computes, summed over layers."""
+        return self.rows * (self.num_layers - self.from_layer)
+
+    @property
+    def token_rows(self) -> int:
+        """The refresh in token rows (one token row = one row through all L layers), rounded up."""
+        return -(-self.layer_rows // self.num_layers)
+
+
 class DecodeState(Protocol):
-    """One sequence being decoded. ``plan`` says what to compute next; ``advance`` commits tokens."""
+    """One sequence being decoded. ``plan`` says what to compute next; ``advance`` commits tokens.
+
+    Deferred refresh (``refresh_mode="deferred"``): a drift trigger leaves a refresh pending on the
+    state (``pending_refresh``) until ``grant_refresh`` is called; the next ``plan`` then runs it.
+    ``core.generate.step`` grants every pending refresh at the next step; an engine grants them
+    within a budget, and an ungranted sequence keeps decoding with its stale cache.
+    """
 
     settings: DecodeSettings
     stats: ComputeStats
@@ -35,6 +65,20 @@ class DecodeState(Protocol):
     def advance(self, logits: torch.Tensor) -> None: ...
 
     def result(self) -> DecodeResult: ...
+
+    def pending_refresh(self) -> RefreshCost | None: ...
+
+    def grant_refresh(self) -> None: ...
+
+
+class NoDeferredRefresh:
+    """The deferred-refresh interface of a decoder that never defers a refresh."""
+
+    def pending_refresh(self) -> RefreshCost | None:
+        return None
+
+    def grant_refresh(self) -> None:
+        pass
 
 
 @dataclass(slots=True)

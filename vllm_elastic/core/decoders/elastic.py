@@ -7,6 +7,11 @@ each layer the tracked rows' attention is compared with what it was (drift test,
 similarity falls below γ makes every deeper layer recompute all N rows from the cached layer input. Window
 tokens with confidence >= threshold are committed (at least one); the most-attended key of every layer is
 tracked next step; positions after the first committed EOS are never decoded.
+
+``refresh_mode="deferred"``: the drift test's trigger only leaves a refresh pending (from l*+1,
+the lowest layer if several triggers wait); the step after it is granted (``grant_refresh``)
+starts with that refresh. Until then the sequence decodes on its stale cache, and every step it
+waits counts in ``stats.refresh_wait_steps``.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from ..cache import CacheFactory, LayerCache
 from ..config import LLaDAConfig
 from ..forward import ElasticProbe, SeqPlan
 from ..settings import DecodeSettings
-from .base import Canvas, DecodeResult
+from .base import Canvas, DecodeResult, RefreshCost
 
 NO_DRIFT_TEST = -1.0  # a gamma no similarity falls below
 
@@ -47,7 +52,23 @@ class ElasticState:
         self._all = torch.arange(n, device=device)
         self._window = self.masked[:0]
         self._probe: ElasticProbe | None = None
-        self.pending_refresh = self.num_layers  # deferred mode: refresh layer reported last step
+        # deferred mode: the layer a pending refresh starts at (num_layers: none pending), the
+        # steps it waited for its grant, and whether it is granted for the next plan()
+        self._pending_from = self.num_layers
+        self._pending_waited = 0
+        self._granted = False
+
+    def pending_refresh(self) -> RefreshCost | None:
+        """The deferred refresh waiting for a grant, or None."""
+        if self._pending_from >= self.num_layers:
+            return None
+        return RefreshCost(
+            self.canvas.length, self._pending_from, self.num_layers, self._pending_waited
+        )
+
+    def grant_refresh(self) -> None:
+        """Let the next ``plan`` run the pending refresh (no-op when none is pending)."""
+        self._granted = self._pending_from < self.num_layers
 
     def plan(self) -> SeqPlan:
         s = self.settings
@@ -58,8 +79,7 @@ class ElasticState:
             rows, refresh_from, tracked = self._all, 0, self.tracked
         else:
             rows = _ordered_union(self.tracked, self.newdec, self._window)
-            refresh_from = 0 if s.refresh == "always" else self.pending_refresh
-            self.pending_refresh = self.num_layers
+            refresh_from = 0 if s.refresh == "always" else self._take_granted_refresh()
             tracked = self.tracked
         gamma = s.gamma if s.refresh == "drift" else NO_DRIFT_TEST
         self._probe = ElasticProbe(
@@ -78,8 +98,8 @@ class ElasticState:
         s, c = self.settings, self.canvas
         window = self._window[: s.window]
         self.tracked = torch.unique(torch.cat(self._probe.most_attended))  # union over layers
-        if self._probe.deferred_from is not None:
-            self.pending_refresh = self._probe.deferred_from
+        if self._probe.deferred_from is not None:  # several waiting triggers: the lowest layer
+            self._pending_from = min(self._pending_from, self._probe.deferred_from)
         conf, tokens = policy.confidence(logits)
         keep = policy.commit_mask(conf, s.threshold, s.tokens_per_step)
         committed, values = window[keep], tokens[keep]
@@ -94,6 +114,17 @@ class ElasticState:
         self.step += 1
         self.done = self.masked.numel() == 0
         self.done = self.done or (s.early_stop and self.canvas.answered())
+
+    def _take_granted_refresh(self) -> int:
+        """The layer this step refreshes from: the pending one if granted, else none (L)."""
+        layer = self.num_layers
+        if self._granted:
+            layer, self._pending_from, self._pending_waited = self._pending_from, self.num_layers, 0
+        elif self._pending_from < self.num_layers:
+            self._pending_waited += 1
+            self.stats.refresh_wait_steps += 1
+        self._granted = False
+        return layer
 
     def result(self) -> DecodeResult:
         tokens, eos = self.canvas.generated()

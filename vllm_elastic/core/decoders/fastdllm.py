@@ -17,10 +17,10 @@ from ..cache import CacheFactory, LayerCache
 from ..config import LLaDAConfig
 from ..forward import SeqPlan
 from ..settings import DecodeSettings
-from .base import Canvas, DecodeResult
+from .base import Canvas, DecodeResult, NoDeferredRefresh
 
 
-class FastDLLMState:
+class FastDLLMState(NoDeferredRefresh):
     def __init__(
         self,
         prompt: list[int],

@@ -15,10 +15,10 @@ from ..accounting import ComputeStats
 from ..config import LLaDAConfig
 from ..forward import SeqPlan
 from ..settings import DecodeSettings
-from .base import Canvas, DecodeResult
+from .base import Canvas, DecodeResult, NoDeferredRefresh
 
 
-class LLaDAState:
+class LLaDAState(NoDeferredRefresh):
     def __init__(self, prompt: list[int], settings: DecodeSettings, cfg: LLaDAConfig, device) -> None:
         self.settings = settings
         self.canvas = Canvas.new(prompt, settings.gen_length, cfg, device)
