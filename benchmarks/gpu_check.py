@@ -3,9 +3,12 @@
   python benchmarks/gpu_check.py --out OUT_DIR            # on a GPU machine, at most ~8 minutes
   python benchmarks/gpu_check.py --out OUT_DIR --smoke    # tiny shapes on the CPU (run by the tests)
 
-1. the tests marked ``gpu`` (pytest -m gpu), when not --smoke;
-2. the CUDA kernels' parity tests, if the extension is built (they are among the ``gpu`` tests);
-3. the core decoders on a random LLaDA built from the LLaDA-8B config.json in bf16: tokens/s of llada,
+1. builds the extension in place (``setup.py build_ext --inplace``: the CUDA kernel with the
+   machine's nvcc) unless ``vllm_elastic._C`` already has a CUDA kernel, when not --smoke;
+2. the tests marked ``gpu`` (pytest -m gpu), among them the CUDA kernels' parity tests;
+3. ``elastic_attention``: the compiled op against the torch twin at LLaDA-8B heads (H = 32, dh = 128,
+   bf16), n = 1024 and 4096, 48 query rows (16 window, 1 tracked with drift): time and peak memory;
+4. the core decoders on a random LLaDA built from the LLaDA-8B config.json in bf16: tokens/s of llada,
    fastdllm and elastic at gen_length 256 and 512, batch 1 and 8. Random weights give flat confidences,
    so every method commits a fixed TOKENS_PER_STEP tokens per step (llada: steps = gen / TOKENS_PER_STEP;
    fastdllm/elastic: tokens_per_step), which keeps the caches exercised and the NFE equal across methods.
@@ -95,6 +98,68 @@ def decode_rows(model, device, gens, batches, budget_s, start) -> list[dict]:
     return rows
 
 
+def build_extension(budget_s: float) -> dict:
+    """Compile vllm_elastic._C here (CUDA + CPU kernels), unless it already has the CUDA kernel."""
+    check = [sys.executable, "-c", "import torch, vllm_elastic.ops as o; assert o.HAS_CUDA_KERNEL"]
+    if subprocess.run(check, cwd=ROOT, capture_output=True).returncode == 0:
+        return {"built": "already"}
+    cmd = [sys.executable, "setup.py", "build_ext", "--inplace"]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=budget_s)
+    except subprocess.TimeoutExpired:
+        return {"cmd": " ".join(cmd), "rc": None, "tail": "timed out"}
+    return {"cmd": " ".join(cmd), "rc": proc.returncode, "build_s": time.perf_counter() - t0,
+            "tail": (proc.stdout + proc.stderr)[-1500:]}
+
+
+def op_inputs(heads: tuple[int, int, int], n: int, device: str, dtype) -> list:
+    """One layer step of a sequence of n keys in shuffled 16-slot blocks (the spec's argument order)."""
+    h, hkv, dh = heads
+    bs, rows_, window, tracked = 16, 48, 16, 1
+    nblk = -(-n // bs)
+    opts = {"device": device, "dtype": dtype}
+    page = torch.randn(nblk + 4, hkv, 2 * bs, dh, **opts)  # vLLM's CPU page: K half, V half
+    return [torch.randn(rows_, h, dh, **opts), torch.randn(rows_, hkv, dh, **opts),
+            torch.randn(rows_, hkv, dh, **opts), torch.randperm(n, device=device)[:rows_],
+            page[:, :, :bs], page[:, :, bs:], torch.randperm(nblk + 4, device=device)[:nblk], n,
+            torch.arange(window, device=device), torch.tensor([window], device=device),
+            torch.randn(tracked, h, dh, **opts), True]
+
+
+def op_rows(smoke: bool, device: str, repeats: int = 5) -> list[dict]:
+    """The compiled op against the torch twin (forced through ops' env switch), same inputs."""
+    import os
+
+    from vllm_elastic import ops
+
+    heads, ns, dtype = ((4, 4, 64), (128, 256), torch.float32) if smoke else (
+        (32, 32, 128), (1024, 4096), torch.bfloat16)
+    rows = []
+    for n in ns:
+        args = op_inputs(heads, n, device, dtype)
+        row = {"heads": heads, "n": n, "dtype": str(dtype), "kernel": ops.kernel_for(torch.device(device))}
+        for impl, env in (("op", ""), ("torch", "torch")):
+            os.environ[ops.BACKEND_ENV] = env
+            ops.elastic_attention(*args)  # warm-up
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            times = []
+            for _ in range(repeats):
+                sync(device)
+                t0 = time.perf_counter()
+                ops.elastic_attention(*args)
+                sync(device)
+                times.append(time.perf_counter() - t0)
+            row[f"{impl}_ms"] = sorted(times)[len(times) // 2] * 1e3
+            if device == "cuda":
+                row[f"{impl}_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        os.environ.pop(ops.BACKEND_ENV, None)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
 def run_gpu_tests(budget_s: float) -> dict:
     dirs = [d for d in ("tests/core", "tests/kernels") if (ROOT / d).exists()]
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", *dirs]
@@ -122,7 +187,12 @@ def main() -> int:
         "tokens_per_step": TOKENS_PER_STEP,
     }
     if not args.smoke:
+        report["build"] = build_extension(min(240.0, args.budget_s / 2))
+        from vllm_elastic import ops
+
+        ops.reload_extension()  # this process imported ops before the build
         report["gpu_tests"] = run_gpu_tests(min(120.0, args.budget_s / 3))
+    report["elastic_attention"] = op_rows(args.smoke, device)
     model = build_model(args.smoke, device)
     gens, batches = ((32, 64), (1, 2)) if args.smoke else ((256, 512), (1, 8))
     report["decode"] = decode_rows(model, device, gens, batches, args.budget_s, start)

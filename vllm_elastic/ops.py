@@ -33,6 +33,12 @@ def _load_extension() -> tuple[bool, bool]:
 HAS_CPU_KERNEL, HAS_CUDA_KERNEL = _load_extension()
 
 
+def reload_extension() -> None:
+    """Look for the extension again (after building it in place in a running process)."""
+    global HAS_CPU_KERNEL, HAS_CUDA_KERNEL
+    HAS_CPU_KERNEL, HAS_CUDA_KERNEL = _load_extension()
+
+
 def kernel_for(device: torch.device) -> bool:
     """Whether ``elastic_attention`` on tensors of ``device`` runs the compiled kernel."""
     if os.environ.get(BACKEND_ENV, "").lower() == "torch":

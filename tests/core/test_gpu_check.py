@@ -24,6 +24,9 @@ def test_gpu_check_smoke(tmp_path):
     for r in rows:
         assert r["canvas_tokens_per_s"] > 0
         assert r["nfe_mean"] <= r["gen_length"] / 4 + 1  # the fixed commit schedule held
+    ops_rows = report["elastic_attention"]
+    assert [r["n"] for r in ops_rows] == [128, 256]
+    assert all(r["op_ms"] > 0 and r["torch_ms"] > 0 for r in ops_rows)
     elastic = [r for r in rows if r["method"] == "elastic"]
     assert all(r["layer_token_fraction"] < 1.0 for r in elastic)
 
