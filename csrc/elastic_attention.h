@@ -7,6 +7,14 @@
 #include <cstdint>
 #include <tuple>
 
+// The dtypes of the op (float32, float16, bfloat16; not float64): AT_DISPATCH over exactly these,
+// so that no kernel is instantiated for a dtype check_args rejects. Needs <ATen/Dispatch.h>.
+#define ELASTIC_DISPATCH(TYPE, NAME, ...)                    \
+  AT_DISPATCH_SWITCH(TYPE, NAME,                             \
+                     AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__) \
+                     AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)  \
+                     AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
+
 namespace vllm_elastic {
 
 using AttnResult = std::tuple<at::Tensor, at::Tensor, at::Tensor>;  // (o, mass, drift)

@@ -328,7 +328,7 @@ AttnResult elastic_attention_cpu(const at::Tensor& q, const at::Tensor& k_new,
   at::Tensor mass = at::empty({n}, f32);
   at::Tensor drift = at::empty(drift_shape(d, cosine_over_heads), f32);
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "elastic_attention_cpu", [&] {
+  ELASTIC_DISPATCH(q.scalar_type(), "elastic_attention_cpu", [&] {
     KVSource<scalar_t> kv{kcache.data_ptr<scalar_t>(), vcache.data_ptr<scalar_t>(),
                           {kcache.stride(0), kcache.stride(1), kcache.stride(2)},
                           {vcache.stride(0), vcache.stride(1), vcache.stride(2)},
