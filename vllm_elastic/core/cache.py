@@ -42,6 +42,14 @@ class LayerCache:
             x=torch.zeros(cfg.n_layers, n, cfg.d_model, **opts),
         )
 
+    def kv_pages(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The layer's K/V as pages for ``ops.elastic_attention``: one block of all N positions.
+
+        Returns views [1, Hkv, N, dh] (no copy) and the block table [1].
+        """
+        table = torch.zeros(1, dtype=torch.long, device=self.k.device)
+        return self.k[layer].transpose(0, 1)[None], self.v[layer].transpose(0, 1)[None], table
+
 
 # (model, n, keep_inputs) -> the caches of one sequence; an engine passes its own (e.g. paged
 # storage) through ``generate.new_state``. It must offer LayerCache's indexing surface.

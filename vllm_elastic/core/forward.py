@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .. import ops
 from . import policy
 from .accounting import ComputeStats
-from .attention import attend, row_probs
 from .cache import LayerCache
 from .model import LLaDAModel
 
@@ -135,39 +135,50 @@ def _layer_input(p: SeqPlan, layer: int, h, rows, full):
 
 
 def _attend_one(p: SeqPlan, layer: int, q, k, v, rows) -> tuple[torch.Tensor, _LayerStats | None]:
-    """Attention of one sequence's rows over its N keys, and its statistics for the probe."""
-    probe = p.probe
-    if layer >= p.refresh_from:  # refreshing: every row, fresh K/V
-        if p.cache is not None:
-            p.cache.k[layer], p.cache.v[layer] = k, v
-            if p.cache.q is not None:
-                p.cache.q[layer] = q
-        if not p.first:
-            p.stats.refreshes[layer] += 1
-        stat_rows = probe.window if probe is not None else None  # absolute positions == row index
-        o, probs = attend(q, k, v, stat_rows)
-        if probe is None:
-            return o, None
-        return o, _LayerStats(p, policy.attention_mass_partial(probs), None)
-    cache = p.cache
-    prev = None
-    testing = probe is not None and probe.deferred_from is None  # no tests after a deferred trigger
-    if testing and probe.tracked.numel() and cache.q is not None:
-        prev_q = cache.q[layer, probe.tracked].transpose(0, 1)  # [H, R, dh]
-        prev = row_probs(prev_q, cache.k[layer].transpose(0, 1))  # [H, R, N] before this update
-    cache.k[layer, rows], cache.v[layer, rows] = k, v
-    if cache.q is not None:
-        cache.q[layer, rows] = q
+    """Attention of one sequence's rows over its N keys, and its statistics for the probe.
+
+    q: [T, H, dh], k, v: [T, Hkv, dh] of this layer's computed rows (positions ``rows``). One
+    ``ops.elastic_attention`` call reads the other positions' K/V where the cache keeps them (in
+    place, from vLLM's pages in the engine) and yields the window mass and the drift partials; this
+    step's q, K and V are stored afterwards (so the drift test's "before" reads the old ones).
+    """
+    probe, cache = p.probe, p.cache
+    refreshing = layer >= p.refresh_from  # every row, fresh K/V: nothing read from the cache
+    if refreshing and not p.first:
+        p.stats.refreshes[layer] += 1
+    testing = (  # no drift test while refreshing, nor after a deferred trigger
+        not refreshing
+        and probe is not None
+        and probe.deferred_from is None
+        and probe.tracked.numel() > 0
+        and cache is not None
+        and cache.q is not None
+    )
+    none = rows[:0]
+    window = _locate(rows, probe.window) if probe is not None else none  # [W] indices into rows
+    tracked = _locate(rows, probe.tracked) if testing else none  # [R]
+    prev_q = cache.q[layer, probe.tracked] if testing else q[:0]  # [R, H, dh] before this step
+    key_pages, value_pages, table = _pages(cache, layer, k)
+    o, mass, drift = ops.elastic_attention(
+        q, k, v, rows, key_pages, value_pages, table, p.ids.numel(), window, tracked, prev_q,
+        probe is None or probe.cosine == policy.COSINE_OVER_HEADS,
+    )  # o [T, H, dh], mass [N], drift [3, R, N] | [2] | empty
+    if cache is not None:
+        cache.k[layer, rows], cache.v[layer, rows] = k, v
+        if cache.q is not None:
+            cache.q[layer, rows] = q
+    o = o.flatten(-2)  # [T, H*dh]
     if probe is None:
-        return attend(q, cache.k[layer], cache.v[layer])[0], None
-    stat_rows = torch.cat([_locate(rows, probe.tracked), _locate(rows, probe.window)])
-    o, probs = attend(q, cache.k[layer], cache.v[layer], stat_rows)  # probs [H, R+W, N]
-    n_tracked = probe.tracked.numel()
-    mass = policy.attention_mass_partial(probs[:, n_tracked:])  # [N]
-    if prev is None:
-        return o, _LayerStats(p, mass, None)
-    drift = policy.drift_partials(prev, probs[:, :n_tracked], probe.cosine)
-    return o, _LayerStats(p, mass, drift)
+        return o, None
+    return o, _LayerStats(p, mass, drift.flatten() if testing else None)
+
+
+def _pages(cache: LayerCache | None, layer: int, k: torch.Tensor):
+    """The layer's K/V pages and block table; without a cache every row is new (nothing read)."""
+    if cache is not None:
+        return cache.kv_pages(layer)
+    empty = k.new_empty(0, k.shape[1], 1, k.shape[2])  # [0 blocks, Hkv, 1, dh]
+    return empty, empty, torch.zeros(0, dtype=torch.long, device=k.device)
 
 
 def _decide(stats: list[_LayerStats], layer: int, reduce: Reduce) -> None:

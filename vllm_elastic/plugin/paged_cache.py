@@ -116,6 +116,12 @@ class PagedLayerCache:
     q: PagedTensor | None = None
     x: PagedTensor | None = None
     block_ids: tuple[int, ...] = ()  # what the slots were computed from
+    table: torch.Tensor | None = None  # [num blocks] the block table as a tensor (``bind``)
+
+    def kv_pages(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The layer's K/V pages in place ([num_blocks, Hkv, block_size, dh] views of vLLM's KV
+        tensor, no copy) and this sequence's block table, for ``ops.elastic_attention``."""
+        return self.k.pages[layer], self.v.pages[layer], self.table
 
     def bind(self, block_ids: list[int], block_size: int) -> bool:
         """Address the canvas through ``block_ids``; False when they do not cover all N positions.
@@ -131,7 +137,8 @@ class PagedLayerCache:
             return False
         device = self.k.pages[0].device
         pos = torch.arange(self.n, device=device)  # [N]
-        block = torch.tensor(block_ids, dtype=torch.long, device=device)[pos // block_size]  # [N]
+        self.table = torch.tensor(block_ids, dtype=torch.long, device=device)  # [num blocks]
+        block = self.table[pos // block_size]  # [N]
         offset = pos % block_size  # [N]
         for t in (self.k, self.v, self.q, self.x):
             if t is not None:

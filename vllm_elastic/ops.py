@@ -1,0 +1,64 @@
+"""The compiled kernels (``csrc/``) behind one Python wrapper each, with their torch twins as fallback.
+
+``vllm_elastic._C`` registers ``torch.ops.vllm_elastic.*`` when the package was built with its
+extension (setup.py: the C++ CPU kernel always, the CUDA kernel where nvcc and a CUDA torch are
+present). A call goes to the kernel when the extension has an implementation for the tensors' device;
+otherwise to the twin in ``core/``, which computes the same (tests/kernels hold them equal).
+
+``VLLM_ELASTIC_ATTENTION=torch`` forces the twins (to measure the kernels against them).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .core.elastic_attention import elastic_attention_ref
+
+BACKEND_ENV = "VLLM_ELASTIC_ATTENTION"  # "torch": use the twins even when the kernels are built
+
+
+def _load_extension() -> tuple[bool, bool]:
+    """(CPU kernel available, CUDA kernel available)."""
+    try:
+        from . import _C  # noqa: F401  (registers torch.ops.vllm_elastic.*)
+    except ImportError:
+        return False, False
+    op = torch.ops.vllm_elastic.elastic_attention.default
+    has_cuda = torch._C._dispatch_has_kernel_for_dispatch_key(op.name(), "CUDA")
+    return True, bool(has_cuda)
+
+
+HAS_CPU_KERNEL, HAS_CUDA_KERNEL = _load_extension()
+
+
+def kernel_for(device: torch.device) -> bool:
+    """Whether ``elastic_attention`` on tensors of ``device`` runs the compiled kernel."""
+    if os.environ.get(BACKEND_ENV, "").lower() == "torch":
+        return False
+    return HAS_CUDA_KERNEL if device.type == "cuda" else HAS_CPU_KERNEL and device.type == "cpu"
+
+
+def elastic_attention(
+    q: torch.Tensor,
+    k_new: torch.Tensor,
+    v_new: torch.Tensor,
+    rows: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    n: int,
+    window: torch.Tensor,
+    tracked: torch.Tensor,
+    prev_q: torch.Tensor,
+    cosine_over_heads: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """See ``core.elastic_attention.elastic_attention_ref`` (the same signature and results)."""
+    fn = elastic_attention_ref
+    if kernel_for(q.device):
+        fn = torch.ops.vllm_elastic.elastic_attention
+    return fn(
+        q, k_new, v_new, rows, key_cache, value_cache, block_table, n, window, tracked, prev_q,
+        cosine_over_heads,
+    )
