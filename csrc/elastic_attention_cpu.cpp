@@ -24,6 +24,7 @@ namespace {
 
 constexpr int64_t kKeyChunk = 32;  // keys per chunk: one query's scores fit 4 AVX2 registers
 constexpr int64_t kRowTile = 16;   // rows per pass-1 work item: a K/V chunk is gathered once per tile
+constexpr int64_t kDimBlock = 32;  // output dims kept in registers while a chunk's values are summed
 constexpr float kNormEps = 1e-8f;  // key-mode cosine: norms are clamped to at least this
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
@@ -74,15 +75,26 @@ void gather_values(const KVSource<scalar_t>& kv, int64_t p0, int64_t kc, int64_t
   }
 }
 
-// s[j] = q . key j for the kKeyChunk keys of kt; q is pre-scaled by 1/sqrt(dh). Keys j >= kc get -inf.
-inline void chunk_scores(const float* q, const float* kt, int64_t dh, int64_t kc, float* s) {
-  float acc[kKeyChunk] = {};
+// s[i][j] = q_i . key j for NQ queries and the kKeyChunk keys of kt (queries pre-scaled by
+// 1/sqrt(dh)); keys j >= kc get -inf. NQ queries share each load of a kt row.
+template <int NQ>
+inline void chunk_scores(const float* const* q, const float* kt, int64_t dh, int64_t kc,
+                         float (*s)[kKeyChunk]) {
+  float acc[NQ][kKeyChunk] = {};
   for (int64_t d = 0; d < dh; ++d) {
-    const float qd = q[d];
     const float* row = kt + d * kKeyChunk;
-    for (int64_t j = 0; j < kKeyChunk; ++j) acc[j] += qd * row[j];
+    for (int i = 0; i < NQ; ++i) {
+      const float qd = q[i][d];
+      for (int64_t j = 0; j < kKeyChunk; ++j) acc[i][j] += qd * row[j];
+    }
   }
-  for (int64_t j = 0; j < kKeyChunk; ++j) s[j] = j < kc ? acc[j] : kNegInf;
+  for (int i = 0; i < NQ; ++i) {
+    for (int64_t j = 0; j < kKeyChunk; ++j) s[i][j] = j < kc ? acc[i][j] : kNegInf;
+  }
+}
+
+inline void chunk_scores(const float* q, const float* kt, int64_t dh, int64_t kc, float* s) {
+  chunk_scores<1>(&q, kt, dh, kc, reinterpret_cast<float (*)[kKeyChunk]>(s));
 }
 
 // Online softmax: folds one chunk's scores s[kc] into (m, l) and, when acc is given, the output
@@ -102,11 +114,22 @@ inline void online_update(const float* s, int64_t kc, float& m, float& l, float*
   l = l * corr + psum;
   m = m_new;
   if (acc == nullptr) return;
-  for (int64_t d = 0; d < dh; ++d) acc[d] *= corr;
-  for (int64_t j = 0; j < kc; ++j) {
-    const float pj = p[j];
-    const float* v = vb + j * dh;
-    for (int64_t d = 0; d < dh; ++d) acc[d] += pj * v[d];
+  // acc = acc * corr + p . vb, kDimBlock dims at a time so the block stays in registers over j.
+  int64_t d0 = 0;
+  for (; d0 + kDimBlock <= dh; d0 += kDimBlock) {
+    float a[kDimBlock];
+    for (int64_t i = 0; i < kDimBlock; ++i) a[i] = acc[d0 + i] * corr;
+    for (int64_t j = 0; j < kc; ++j) {
+      const float pj = p[j];
+      const float* v = vb + j * dh + d0;
+      for (int64_t i = 0; i < kDimBlock; ++i) a[i] += pj * v[i];
+    }
+    for (int64_t i = 0; i < kDimBlock; ++i) acc[d0 + i] = a[i];
+  }
+  for (int64_t d = d0; d < dh; ++d) {  // dh % kDimBlock tail (e.g. dh = 80)
+    float a = acc[d] * corr;
+    for (int64_t j = 0; j < kc; ++j) a += p[j] * vb[j * dh + d];
+    acc[d] = a;
   }
 }
 
@@ -130,15 +153,26 @@ void pass1_tile(const Problem<scalar_t>& pb, const float* qrows, bool current, i
   const int64_t dh = pb.d.dh, H = pb.d.H, G = pb.G, nq = (r1 - r0) * G;
   std::vector<float> m(nq, kNegInf), l(nq, 0.f), kt(dh * kKeyChunk), vb(kKeyChunk * dh);
   std::vector<float> acc(out ? nq * dh : 0, 0.f);
-  float s[kKeyChunk];
+  float s[2][kKeyChunk];
+  auto qvec = [&](int64_t i) {  // query i of the tile: (row, head) index into [rows, H] times dh
+    return qrows + ((r0 + i / G) * H + g * G + i % G) * dh;
+  };
   for (int64_t p0 = 0; p0 < pb.d.n; p0 += kKeyChunk) {
     const int64_t kc = std::min(kKeyChunk, pb.d.n - p0);
     gather_keys(pb.kv, current, p0, kc, g, kt.data());
     if (out) gather_values(pb.kv, p0, kc, g, vb.data());
-    for (int64_t i = 0; i < nq; ++i) {
-      const int64_t qi = (r0 + i / G) * H + g * G + i % G;  // (row, head) index into [rows, H]
-      chunk_scores(qrows + qi * dh, kt.data(), dh, kc, s);
-      online_update(s, kc, m[i], l[i], out ? acc.data() + i * dh : nullptr, vb.data(), dh);
+    for (int64_t i = 0; i < nq; i += 2) {  // two queries per kt pass; a lone last one alone
+      const int nb = i + 1 < nq ? 2 : 1;
+      const float* qp[2] = {qvec(i), qvec(std::min(i + 1, nq - 1))};
+      if (nb == 2) {
+        chunk_scores<2>(qp, kt.data(), dh, kc, s);
+      } else {
+        chunk_scores<1>(qp, kt.data(), dh, kc, s);
+      }
+      for (int k = 0; k < nb; ++k) {
+        float* a = out ? acc.data() + (i + k) * dh : nullptr;
+        online_update(s[k], kc, m[i + k], l[i + k], a, vb.data(), dh);
+      }
     }
   }
   for (int64_t i = 0; i < nq; ++i) {
