@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -54,6 +55,27 @@ struct KVSource {
     return v_cache + b * vs[0] + g * vs[1] + (p % block_size) * vs[2];
   }
 };
+
+// exp(x) for x <= 0 (scores minus their running max), branch-free so that loops over keys
+// vectorise (std::exp does not without -ffast-math): Cody-Waite range reduction to
+// r in [-ln2/2, ln2/2] and Cephes' degree-6 polynomial; relative error ~1e-7. x < -87 gives ~1e-38.
+inline float exp_nonpos(float x) {
+  x = std::max(x, -87.0f);
+  constexpr float kRound = 12582912.f;  // 1.5 * 2^23: adding it rounds to an integer (no floor call)
+  const float k = (x * 1.44269504f + kRound) - kRound;  // round(x / ln2)
+  const float r = x - k * 0.693359375f + k * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;  // 2^k
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return y * scale;
+}
 
 // kt: [dh][kKeyChunk] float, keys p0..p0+kc of kv head g; columns >= kc are zero.
 template <typename scalar_t>
@@ -107,10 +129,8 @@ inline void online_update(const float* s, int64_t kc, float& m, float& l, float*
   const float corr = std::exp(m - m_new);  // 0 on the first chunk (m = -inf)
   float p[kKeyChunk];
   float psum = 0.f;
-  for (int64_t j = 0; j < kc; ++j) {
-    p[j] = std::exp(s[j] - m_new);
-    psum += p[j];
-  }
+  for (int64_t j = 0; j < kc; ++j) p[j] = exp_nonpos(s[j] - m_new);  // vectorised
+  for (int64_t j = 0; j < kc; ++j) psum += p[j];
   l = l * corr + psum;
   m = m_new;
   if (acc == nullptr) return;
@@ -225,7 +245,7 @@ void pass2_chunk(const Problem<scalar_t>& pb, int64_t c, SoftmaxStats now, Softm
         const int64_t qi = pb.window[w] * d.H + h;
         chunk_scores(pb.qs + qi * dh, kt.data(), dh, kc, sb);
         const float inv_l = 1.f / now.l[qi];
-        for (int64_t j = 0; j < kc; ++j) mass_acc[j] += std::exp(sb[j] - now.m[qi]) * inv_l;
+        for (int64_t j = 0; j < kc; ++j) mass_acc[j] += exp_nonpos(sb[j] - now.m[qi]) * inv_l;
       }
       if (!d.drift) continue;
       for (int64_t r = 0; r < d.R; ++r) {
@@ -235,8 +255,8 @@ void pass2_chunk(const Problem<scalar_t>& pb, int64_t c, SoftmaxStats now, Softm
         const float inv_l = 1.f / now.l[qi], inv_lp = 1.f / prev.l[pi];
         double ab = 0, aa = 0, bb = 0;
         for (int64_t j = 0; j < kc; ++j) {
-          const float b = std::exp(sb[j] - now.m[qi]) * inv_l;
-          const float a = std::exp(sa[j] - prev.m[pi]) * inv_lp;
+          const float b = exp_nonpos(sb[j] - now.m[qi]) * inv_l;
+          const float a = exp_nonpos(sa[j] - prev.m[pi]) * inv_lp;
           if (head_mode) {
             drift[(0 * d.R + r) * d.n + p0 + j] += a * b;
             drift[(1 * d.R + r) * d.n + p0 + j] += a * a;
