@@ -14,7 +14,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 CSRC = Path("csrc")
-CPU_SOURCES = ["ops.cpp", "elastic_attention_cpu.cpp"]
+CPU_SOURCES = ["ops.cpp", "elastic_attention_args.cpp", "elastic_attention_cpu.cpp"]
 CUDA_SOURCES = ["elastic_attention_cuda.cu"]
 
 
@@ -54,7 +54,10 @@ def extension_setup() -> dict:
         )
     else:
         ext = CppExtension(
-            "vllm_elastic._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"]
+            "vllm_elastic._C",
+            sources,
+            extra_compile_args={"cxx": cxx},
+            extra_link_args=["-fopenmp"],
         )
     return {"ext_modules": [ext], "cmdclass": {"build_ext": BuildExtension}}
 

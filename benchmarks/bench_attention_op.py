@@ -31,8 +31,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import vllm_elastic._C  # noqa: E402,F401  (registers torch.ops.vllm_elastic.*)
-from vllm_elastic.core.elastic_attention import elastic_attention_ref  # noqa: E402
+import vllm_elastic._C  # noqa: F401  (registers torch.ops.vllm_elastic.*)
+
+from vllm_elastic.core.elastic_attention import elastic_attention_ref
 
 SHAPES = {"tiny": (4, 4, 64), "8b": (32, 32, 128)}  # H, Hkv, dh
 T, W, R, BLOCK = 48, 16, 1, 32
@@ -45,13 +46,20 @@ def make_inputs(shape: str, n: int) -> dict:
     num_blocks = nblk + 8
     page = torch.randn(num_blocks, Hkv, 2 * BLOCK, dh)  # [nb, Hkv, 2 * bs, dh]: K half, V half
     rows = torch.randperm(n)[:T]
-    return dict(
-        q=torch.randn(T, H, dh), k_new=torch.randn(T, Hkv, dh), v_new=torch.randn(T, Hkv, dh),
-        rows=rows, key_cache=page[:, :, :BLOCK], value_cache=page[:, :, BLOCK:],
-        block_table=torch.randperm(num_blocks)[:nblk].int(), n=n,
-        window=torch.arange(W), tracked=torch.tensor([W]), prev_q=torch.randn(R, H, dh),
-        cosine_over_heads=True,
-    )
+    return {
+        "q": torch.randn(T, H, dh),
+        "k_new": torch.randn(T, Hkv, dh),
+        "v_new": torch.randn(T, Hkv, dh),
+        "rows": rows,
+        "key_cache": page[:, :, :BLOCK],
+        "value_cache": page[:, :, BLOCK:],
+        "block_table": torch.randperm(num_blocks)[:nblk].int(),
+        "n": n,
+        "window": torch.arange(W),
+        "tracked": torch.tensor([W]),
+        "prev_q": torch.randn(R, H, dh),
+        "cosine_over_heads": True,
+    }
 
 
 def status_kib(field: str) -> int:
@@ -105,16 +113,21 @@ def main() -> None:
     if a.child:
         peak_memory_child(a.child[0], int(a.child[1]), a.child[2])
         return
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, "
-          f"T={T} W={W} R={R} (head-mode drift), block size {BLOCK}, {a.repeats} repeats\n")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, "
+        f"T={T} W={W} R={R} (head-mode drift), block size {BLOCK}, {a.repeats} repeats\n"
+    )
     print("| heads (H, Hkv, dh) | n | op ms | torch ms | speed-up | op peak MiB | torch peak MiB |")
     print("|---|---|---|---|---|---|---|")
-    for shape in SHAPES:
+    for shape, heads in SHAPES.items():
         for n in a.ns:
             t = timings(shape, n, a.repeats)
             mem = {name: peak_memory(shape, n, name) for name in IMPLS}
-            print(f"| {shape} {SHAPES[shape]} | {n} | {t['op'] * 1e3:.2f} | {t['torch'] * 1e3:.2f} | "
-                  f"{t['torch'] / t['op']:.2f}x | {mem['op']:.1f} | {mem['torch']:.1f} |", flush=True)
+            print(
+                f"| {shape} {heads} | {n} | {t['op'] * 1e3:.2f} | {t['torch'] * 1e3:.2f} | "
+                f"{t['torch'] / t['op']:.2f}x | {mem['op']:.1f} | {mem['torch']:.1f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -6,14 +6,14 @@
 
 #include <cstdint>
 #include <tuple>
+#include <vector>
 
 // The dtypes of the op (float32, float16, bfloat16; not float64): AT_DISPATCH over exactly these,
 // so that no kernel is instantiated for a dtype check_args rejects. Needs <ATen/Dispatch.h>.
-#define ELASTIC_DISPATCH(TYPE, NAME, ...)                    \
-  AT_DISPATCH_SWITCH(TYPE, NAME,                             \
-                     AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__) \
-                     AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)  \
-                     AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
+#define ELASTIC_DISPATCH(TYPE, NAME, ...)                                        \
+  AT_DISPATCH_SWITCH(TYPE, NAME,                                                 \
+                     AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__) AT_DISPATCH_CASE( \
+                         at::kHalf, __VA_ARGS__) AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
 
 namespace vllm_elastic {
 
@@ -40,15 +40,24 @@ AttnDims check_args(const at::Tensor& q, const at::Tensor& k_new, const at::Tens
                     const at::Tensor& value_cache, const at::Tensor& block_table, int64_t n,
                     const at::Tensor& window, const at::Tensor& tracked, const at::Tensor& prev_q);
 
+// Host-side value checks (CPU tensors, int64): rows must be distinct positions in [0, n); returns
+// pos_row[n], the row of each position or -1. check_range: every idx[i] in [0, hi).
+std::vector<int32_t> position_rows(const at::Tensor& rows, int64_t n);
+void check_range(const at::Tensor& idx, int64_t hi, const char* name, const char* what);
+
+// A cache view whose dh dimension is not contiguous is copied (rare: vLLM's pages have dh
+// innermost).
+at::Tensor dh_contiguous(const at::Tensor& cache);
+
 // drift's shape: [0] without prev_q; [3, R, n] in head mode; [2] in key mode.
 std::vector<int64_t> drift_shape(const AttnDims& d, bool cosine_over_heads);
 
 AttnResult elastic_attention_cpu(const at::Tensor& q, const at::Tensor& k_new,
                                  const at::Tensor& v_new, const at::Tensor& rows,
                                  const at::Tensor& key_cache, const at::Tensor& value_cache,
-                                 const at::Tensor& block_table, int64_t n,
-                                 const at::Tensor& window, const at::Tensor& tracked,
-                                 const at::Tensor& prev_q, bool cosine_over_heads);
+                                 const at::Tensor& block_table, int64_t n, const at::Tensor& window,
+                                 const at::Tensor& tracked, const at::Tensor& prev_q,
+                                 bool cosine_over_heads);
 
 AttnResult elastic_attention_meta(const at::Tensor& q, const at::Tensor& k_new,
                                   const at::Tensor& v_new, const at::Tensor& rows,

@@ -7,7 +7,8 @@
 // (row, query head of the group). The same routine gives (m, l) of prev_q over the old keys.
 // Pass 2 (statistics): a work item is one chunk of keys; it recomputes the scores of the window and
 // tracked rows over its keys, normalises them with the final (m, l) and owns mass / head-mode drift
-// of its keys, so there are no races; key-mode partial sums go to a per-chunk buffer reduced at the end.
+// of its keys, so there are no races; key-mode partial sums go to a per-chunk buffer reduced at the
+// end.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -24,8 +25,10 @@ namespace vllm_elastic {
 namespace {
 
 constexpr int64_t kKeyChunk = 32;  // keys per chunk: one query's scores fit 4 AVX2 registers
-constexpr int64_t kRowTile = 16;   // rows per pass-1 work item: a K/V chunk is gathered once per tile
-constexpr int64_t kDimBlock = 32;  // output dims kept in registers while a chunk's values are summed
+constexpr int64_t kRowTile =
+    16;  // rows per pass-1 work item: a K/V chunk is gathered once per tile
+constexpr int64_t kDimBlock =
+    32;  // output dims kept in registers while a chunk's values are summed
 constexpr float kNormEps = 1e-8f;  // key-mode cosine: norms are clamped to at least this
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
@@ -61,7 +64,8 @@ struct KVSource {
 // r in [-ln2/2, ln2/2] and Cephes' degree-6 polynomial; relative error ~1e-7. x < -87 gives ~1e-38.
 inline float exp_nonpos(float x) {
   x = std::max(x, -87.0f);
-  constexpr float kRound = 12582912.f;  // 1.5 * 2^23: adding it rounds to an integer (no floor call)
+  constexpr float kRound =
+      12582912.f;  // 1.5 * 2^23: adding it rounds to an integer (no floor call)
   const float k = (x * 1.44269504f + kRound) - kRound;  // round(x / ln2)
   const float r = x - k * 0.693359375f + k * 2.12194440e-4f;
   float p = 1.9875691500e-4f;
@@ -201,7 +205,8 @@ void pass1_tile(const Problem<scalar_t>& pb, const float* qrows, bool current, i
     l_out[qi] = l[i];
     if (!out) continue;
     const float inv_l = 1.f / l[i];
-    for (int64_t d = 0; d < dh; ++d) out[qi * dh + d] = static_cast<scalar_t>(acc[i * dh + d] * inv_l);
+    for (int64_t d = 0; d < dh; ++d)
+      out[qi * dh + d] = static_cast<scalar_t>(acc[i * dh + d] * inv_l);
   }
 }
 
@@ -224,8 +229,8 @@ struct SoftmaxStats {
   const float* l;
 };
 
-// Pass 2 over key chunk c: mass[p] of its keys, head-mode drift[3, R, n] columns of its keys, or the
-// key-mode partial sums part[c][H][R][3] = (sum a*b, sum a*a, sum b*b).
+// Pass 2 over key chunk c: mass[p] of its keys, head-mode drift[3, R, n] columns of its keys, or
+// the key-mode partial sums part[c][H][R][3] = (sum a*b, sum a*a, sum b*b).
 template <typename scalar_t>
 void pass2_chunk(const Problem<scalar_t>& pb, int64_t c, SoftmaxStats now, SoftmaxStats prev,
                  bool head_mode, float* mass, float* drift, double* part) {
@@ -298,38 +303,13 @@ void reduce_key_mode(const AttnDims& d, int64_t chunks, const double* part, floa
   drift[1] = static_cast<float>(d.H * d.R);
 }
 
-// Rows must be distinct positions in [0, n); returns pos_row[n] (row of each position or -1).
-std::vector<int32_t> position_rows(const at::Tensor& rows, int64_t n) {
-  std::vector<int32_t> pos_row(n, -1);
-  const int64_t* r = rows.data_ptr<int64_t>();
-  for (int64_t i = 0; i < rows.numel(); ++i) {
-    TORCH_CHECK_VALUE(r[i] >= 0 && r[i] < n, "rows[", i, "] = ", r[i], " is outside [0, n=", n, ")");
-    TORCH_CHECK_VALUE(pos_row[r[i]] < 0, "rows must be distinct: position ", r[i], " appears twice");
-    pos_row[r[i]] = static_cast<int32_t>(i);
-  }
-  return pos_row;
-}
-
-void check_range(const at::Tensor& idx, int64_t hi, const char* name, const char* what) {
-  const int64_t* v = idx.data_ptr<int64_t>();
-  for (int64_t i = 0; i < idx.numel(); ++i) {
-    TORCH_CHECK_VALUE(v[i] >= 0 && v[i] < hi, name, "[", i, "] = ", v[i], " is outside [0, ", what, "=",
-                hi, ")");
-  }
-}
-
-// A cache view whose dh dimension is not contiguous is copied (rare: vLLM's pages have dh innermost).
-at::Tensor dh_contiguous(const at::Tensor& cache) {
-  return cache.size(3) <= 1 || cache.stride(3) == 1 ? cache : cache.contiguous();
-}
-
 template <typename scalar_t>
-void run(const Problem<scalar_t>& pb, bool head_mode, scalar_t* out,
-         float* mass, float* drift) {
+void run(const Problem<scalar_t>& pb, bool head_mode, scalar_t* out, float* mass, float* drift) {
   const AttnDims& d = pb.d;
   std::vector<float> m_now(d.T * d.H), l_now(d.T * d.H), m_prev(d.R * d.H), l_prev(d.R * d.H);
   pass1(pb, pb.qs, d.T, /*current=*/true, m_now.data(), l_now.data(), out);
-  if (d.drift) pass1<scalar_t>(pb, pb.ps, d.R, /*current=*/false, m_prev.data(), l_prev.data(), nullptr);
+  if (d.drift)
+    pass1<scalar_t>(pb, pb.ps, d.R, /*current=*/false, m_prev.data(), l_prev.data(), nullptr);
   if (d.W == 0 && !d.drift) {
     std::fill_n(mass, d.n, 0.f);
     return;
@@ -338,7 +318,8 @@ void run(const Problem<scalar_t>& pb, bool head_mode, scalar_t* out,
   std::vector<double> part(head_mode || !d.drift ? 0 : chunks * d.H * d.R * 3);
   const SoftmaxStats now{m_now.data(), l_now.data()}, prev{m_prev.data(), l_prev.data()};
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t c = begin; c < end; ++c) pass2_chunk(pb, c, now, prev, head_mode, mass, drift, part.data());
+    for (int64_t c = begin; c < end; ++c)
+      pass2_chunk(pb, c, now, prev, head_mode, mass, drift, part.data());
   });
   if (d.drift && !head_mode) reduce_key_mode(d, chunks, part.data(), drift);
 }
@@ -348,9 +329,9 @@ void run(const Problem<scalar_t>& pb, bool head_mode, scalar_t* out,
 AttnResult elastic_attention_cpu(const at::Tensor& q, const at::Tensor& k_new,
                                  const at::Tensor& v_new, const at::Tensor& rows,
                                  const at::Tensor& key_cache, const at::Tensor& value_cache,
-                                 const at::Tensor& block_table, int64_t n,
-                                 const at::Tensor& window, const at::Tensor& tracked,
-                                 const at::Tensor& prev_q, bool cosine_over_heads) {
+                                 const at::Tensor& block_table, int64_t n, const at::Tensor& window,
+                                 const at::Tensor& tracked, const at::Tensor& prev_q,
+                                 bool cosine_over_heads) {
   const AttnDims d = check_args(q, k_new, v_new, rows, key_cache, value_cache, block_table, n,
                                 window, tracked, prev_q);
   TORCH_CHECK_VALUE(q.device().is_cpu(), "elastic_attention_cpu: q must be on the CPU");
@@ -367,15 +348,18 @@ AttnResult elastic_attention_cpu(const at::Tensor& q, const at::Tensor& k_new,
   at::Tensor bt64 = block_table.to(at::kLong).contiguous();
   if (needs_cache) {
     TORCH_CHECK_VALUE(d.block_size > 0 && d.num_blocks > 0, "the caches are read but have shape ",
-                key_cache.sizes());
+                      key_cache.sizes());
     const int64_t used = (n + d.block_size - 1) / d.block_size;
     TORCH_CHECK_VALUE(bt64.numel() >= used, "block_table has ", bt64.numel(), " entries but n=", n,
-                " with block_size ", d.block_size, " needs ", used);
+                      " with block_size ", d.block_size, " needs ", used);
     check_range(bt64.slice(0, 0, used), d.num_blocks, "block_table", "num_blocks");
   }
 
-  const at::Tensor qs = q.to(at::kFloat).mul(1.0 / std::sqrt(static_cast<double>(d.dh))).contiguous();
-  const at::Tensor ps = d.drift ? prev_q.to(at::kFloat).mul(1.0 / std::sqrt(static_cast<double>(d.dh))).contiguous() : at::Tensor();
+  const at::Tensor qs =
+      q.to(at::kFloat).mul(1.0 / std::sqrt(static_cast<double>(d.dh))).contiguous();
+  const at::Tensor ps =
+      d.drift ? prev_q.to(at::kFloat).mul(1.0 / std::sqrt(static_cast<double>(d.dh))).contiguous()
+              : at::Tensor();
   const at::Tensor kn = k_new.contiguous(), vn = v_new.contiguous();
   const auto f32 = q.options().dtype(at::kFloat);
   at::Tensor o = at::empty({d.T, d.H, d.dh}, q.options());
@@ -383,15 +367,24 @@ AttnResult elastic_attention_cpu(const at::Tensor& q, const at::Tensor& k_new,
   at::Tensor drift = at::empty(drift_shape(d, cosine_over_heads), f32);
 
   ELASTIC_DISPATCH(q.scalar_type(), "elastic_attention_cpu", [&] {
-    KVSource<scalar_t> kv{kcache.data_ptr<scalar_t>(), vcache.data_ptr<scalar_t>(),
+    KVSource<scalar_t> kv{kcache.data_ptr<scalar_t>(),
+                          vcache.data_ptr<scalar_t>(),
                           {kcache.stride(0), kcache.stride(1), kcache.stride(2)},
                           {vcache.stride(0), vcache.stride(1), vcache.stride(2)},
-                          bt64.data_ptr<int64_t>(), d.block_size,
-                          kn.data_ptr<scalar_t>(), vn.data_ptr<scalar_t>(),
-                          pos_row.data(), d.Hkv, d.dh};
-    Problem<scalar_t> pb{d, d.H / d.Hkv, kv, qs.data_ptr<float>(),
+                          bt64.data_ptr<int64_t>(),
+                          d.block_size,
+                          kn.data_ptr<scalar_t>(),
+                          vn.data_ptr<scalar_t>(),
+                          pos_row.data(),
+                          d.Hkv,
+                          d.dh};
+    Problem<scalar_t> pb{d,
+                         d.H / d.Hkv,
+                         kv,
+                         qs.data_ptr<float>(),
                          d.drift ? ps.data_ptr<float>() : nullptr,
-                         win64.data_ptr<int64_t>(), trk64.data_ptr<int64_t>()};
+                         win64.data_ptr<int64_t>(),
+                         trk64.data_ptr<int64_t>()};
     run(pb, cosine_over_heads, o.data_ptr<scalar_t>(), mass.data_ptr<float>(),
         drift.data_ptr<float>());
   });

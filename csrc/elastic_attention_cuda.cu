@@ -44,15 +44,11 @@ T* ptr(const at::Tensor& t) {
   return t.defined() && t.numel() ? reinterpret_cast<T*>(t.data_ptr()) : nullptr;
 }
 
-at::Tensor dh_contiguous(const at::Tensor& cache) {
-  return cache.size(3) <= 1 || cache.stride(3) == 1 ? cache : cache.contiguous();
-}
-
 // Key mode: drift = (sum over (h, r) of cos_hr, H * R) from part[H * R, 3] = (a.b, a.a, b.b).
 void finish_key_mode(const at::Tensor& part, const AttnDims& d, at::Tensor& drift) {
   const at::Tensor p = part.view({d.H * d.R, 3});
-  const at::Tensor norms = p.select(1, 1).sqrt().clamp_min(kNormEps) *
-                           p.select(1, 2).sqrt().clamp_min(kNormEps);
+  const at::Tensor norms =
+      p.select(1, 1).sqrt().clamp_min(kNormEps) * p.select(1, 2).sqrt().clamp_min(kNormEps);
   drift.select(0, 0).copy_((p.select(1, 0) / norms).sum());
   drift.select(0, 1).fill_(static_cast<double>(d.H * d.R));
 }
@@ -65,13 +61,29 @@ void launch(const AttnDims& d, bool head_mode, const at::Tensor& q, const at::Te
             at::Tensor& drift) {
   using T = typename CudaType<scalar_t>::type;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  ek::KVSource<T> kv{ptr<T>(kcache), ptr<T>(vcache), kcache.stride(0), kcache.stride(1),
-                     kcache.stride(2), vcache.stride(0), vcache.stride(1), vcache.stride(2),
-                     ptr<int64_t>(bt64), d.block_size, ptr<T>(kn), ptr<T>(vn),
-                     ptr<int32_t>(pos_row), static_cast<int>(d.Hkv), static_cast<int>(d.dh)};
-  const ek::Dims dm{static_cast<int>(d.T), static_cast<int>(d.H), static_cast<int>(d.Hkv),
-                    static_cast<int>(d.H / d.Hkv), static_cast<int>(d.dh), static_cast<int>(d.n),
-                    static_cast<int>(d.W), static_cast<int>(d.R),
+  ek::KVSource<T> kv{ptr<T>(kcache),
+                     ptr<T>(vcache),
+                     kcache.stride(0),
+                     kcache.stride(1),
+                     kcache.stride(2),
+                     vcache.stride(0),
+                     vcache.stride(1),
+                     vcache.stride(2),
+                     ptr<int64_t>(bt64),
+                     d.block_size,
+                     ptr<T>(kn),
+                     ptr<T>(vn),
+                     ptr<int32_t>(pos_row),
+                     static_cast<int>(d.Hkv),
+                     static_cast<int>(d.dh)};
+  const ek::Dims dm{static_cast<int>(d.T),
+                    static_cast<int>(d.H),
+                    static_cast<int>(d.Hkv),
+                    static_cast<int>(d.H / d.Hkv),
+                    static_cast<int>(d.dh),
+                    static_cast<int>(d.n),
+                    static_cast<int>(d.W),
+                    static_cast<int>(d.R),
                     static_cast<float>(1.0 / std::sqrt(static_cast<double>(d.dh)))};
   const auto f32 = q.options().dtype(at::kFloat);
   at::Tensor m_now = at::empty({d.T * d.H}, f32), l_now = at::empty({d.T * d.H}, f32);
@@ -92,14 +104,21 @@ void launch(const AttnDims& d, bool head_mode, const at::Tensor& q, const at::Te
     return;
   }
   at::Tensor part = d.drift && !head_mode ? at::zeros({d.H * d.R * 3}, f32) : at::Tensor();
-  const ek::Pass2Args a{ptr<int64_t>(win64), ptr<int64_t>(trk64), ptr<float>(m_now),
-                        ptr<float>(l_now), ptr<float>(m_prev), ptr<float>(l_prev), d.drift,
-                        head_mode, ptr<float>(mass), head_mode ? ptr<float>(drift) : nullptr,
+  const ek::Pass2Args a{ptr<int64_t>(win64),
+                        ptr<int64_t>(trk64),
+                        ptr<float>(m_now),
+                        ptr<float>(l_now),
+                        ptr<float>(m_prev),
+                        ptr<float>(l_prev),
+                        d.drift,
+                        head_mode,
+                        ptr<float>(mass),
+                        head_mode ? ptr<float>(drift) : nullptr,
                         part.defined() ? ptr<float>(part) : nullptr};
   const int blocks = static_cast<int>((d.n + kPass2Warps - 1) / kPass2Warps);
   if (blocks > 0) {
-    ek::pass2_kernel<T, kPass2Warps><<<blocks, kPass2Warps * ek::kWarpSize, 0, stream>>>(
-        kv, dm, ptr<T>(q), ptr<T>(pq), a);
+    ek::pass2_kernel<T, kPass2Warps>
+        <<<blocks, kPass2Warps * ek::kWarpSize, 0, stream>>>(kv, dm, ptr<T>(q), ptr<T>(pq), a);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   if (part.defined()) finish_key_mode(part, d, drift);

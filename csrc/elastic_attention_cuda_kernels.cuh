@@ -3,8 +3,9 @@
 // with nvcc alone. T is float, __half or __nv_bfloat16; all arithmetic is float32.
 //
 // pass1_kernel: one block per (query row, head), NW warps; warp w takes keys w, w + NW, ...; the
-//   lanes split dh (lane holds dims lane + 32 i) and reduce each score with shuffles; each warp keeps
-//   an online softmax (m, l, acc) that the block merges at the end. Writes o and (m, l) per (row, head).
+//   lanes split dh (lane holds dims lane + 32 i) and reduce each score with shuffles; each warp
+//   keeps an online softmax (m, l, acc) that the block merges at the end. Writes o and (m, l) per
+//   (row, head).
 // pass2_kernel: one warp per key; recomputes the window / tracked rows' scores of its key over all
 //   heads, normalises them with pass 1's (m, l), writes mass[key] and the head-mode drift columns
 //   of its key (no races), or adds key-mode partial sums to part[H, R, 3] with atomicAdd.
@@ -28,9 +29,13 @@ __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162f
 template <typename T>
 __device__ __forceinline__ T from_float(float x);
 template <>
-__device__ __forceinline__ float from_float<float>(float x) { return x; }
+__device__ __forceinline__ float from_float<float>(float x) {
+  return x;
+}
 template <>
-__device__ __forceinline__ __half from_float<__half>(float x) { return __float2half(x); }
+__device__ __forceinline__ __half from_float<__half>(float x) {
+  return __float2half(x);
+}
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
   return __float2bfloat16(x);
@@ -104,8 +109,8 @@ __device__ __forceinline__ float reg_dot(const float* a, const float* b) {
   return warp_sum(t);
 }
 
-// q: [rows, H, dh]; grid (rows, H). current = keys of this step, else the cache as passed (old keys).
-// out ([rows, H, dh]) may be null: then only (m, l) ([rows, H]) are written.
+// q: [rows, H, dh]; grid (rows, H). current = keys of this step, else the cache as passed (old
+// keys). out ([rows, H, dh]) may be null: then only (m, l) ([rows, H]) are written.
 template <typename T, int NW>
 __global__ void pass1_kernel(KVSource<T> kv, Dims dm, const T* q, bool current, T* out,
                              float* m_out, float* l_out) {
@@ -164,9 +169,9 @@ struct Pass2Args {
   const float* m_prev;  // [R, H] of prev_q over the old keys
   const float* l_prev;
   bool drift, head_mode;
-  float* mass;   // [n]
+  float* mass;       // [n]
   float* drift_out;  // head mode [3, R, n]
-  float* part;   // key mode [H, R, 3], zeroed
+  float* part;       // key mode [H, R, 3], zeroed
 };
 
 // One warp per key; grid ceil(n / NW). q: [T, H, dh]; prev_q: [R, H, dh] (or null).

@@ -28,8 +28,8 @@ POISON = float("nan")
 # (o, stats) tolerances by dtype. The stats are float32 in both paths, from the same rounded
 # inputs; o of a bfloat16 call is rounded to bfloat16 (and the twin's SDPA runs in bfloat16).
 TOLERANCES = {
-    torch.float32: (dict(rtol=1e-5, atol=1e-5), dict(rtol=1e-4, atol=1e-6)),
-    torch.bfloat16: (dict(rtol=2e-2, atol=2e-2), dict(rtol=1e-3, atol=1e-5)),
+    torch.float32: ({"rtol": 1e-5, "atol": 1e-5}, {"rtol": 1e-4, "atol": 1e-6}),
+    torch.bfloat16: ({"rtol": 2e-2, "atol": 2e-2}, {"rtol": 1e-3, "atol": 1e-5}),
 }
 
 
@@ -87,19 +87,19 @@ def make_inputs(c: Case, dtype: torch.dtype, device: str) -> dict:
         cache[block_table[pos // c.bs].long(), :, pos % c.bs] = randn(c.n, c.Hkv, c.dh)
         if not c.drift:  # the rows' own positions are overridden by k_new / v_new: never read
             cache[block_table[rows // c.bs].long(), :, rows % c.bs] = POISON
-    return dict(
-        q=2 * randn(c.T, c.H, c.dh),  # x2: peakier softmaxes than unit scores
-        k_new=randn(c.T, c.Hkv, c.dh),
-        v_new=randn(c.T, c.Hkv, c.dh),
-        rows=rows,
-        key_cache=key_cache,
-        value_cache=value_cache,
-        block_table=block_table,
-        n=c.n,
-        window=torch.randperm(c.T, device=device)[: c.W],
-        tracked=torch.randperm(c.T, device=device)[: c.R],
-        prev_q=2 * randn(c.R, c.H, c.dh) if c.drift else randn(0),
-    )
+    return {
+        "q": 2 * randn(c.T, c.H, c.dh),  # x2: peakier softmaxes than unit scores
+        "k_new": randn(c.T, c.Hkv, c.dh),
+        "v_new": randn(c.T, c.Hkv, c.dh),
+        "rows": rows,
+        "key_cache": key_cache,
+        "value_cache": value_cache,
+        "block_table": block_table,
+        "n": c.n,
+        "window": torch.randperm(c.T, device=device)[: c.W],
+        "tracked": torch.randperm(c.T, device=device)[: c.R],
+        "prev_q": 2 * randn(c.R, c.H, c.dh) if c.drift else randn(0),
+    }
 
 
 def poison_allocator(device: str, numel: int) -> None:
@@ -121,7 +121,9 @@ def check_parity(c: Case, dtype: torch.dtype, cosine_over_heads: bool, device: s
     for name, g, r, tol in zip(("o", "mass", "drift"), got, ref, (tol_o, tol_stats, tol_stats)):
         assert g.dtype == r.dtype and g.shape == r.shape, (name, g.dtype, g.shape, r.dtype, r.shape)
         assert torch.isfinite(g).all(), f"{name} has non-finite elements (seed {seed})"
-        torch.testing.assert_close(g, r, **tol, msg=lambda m, name=name: f"{name}: {m} (seed {seed})")
+        torch.testing.assert_close(
+            g, r, **tol, msg=lambda m, name=name: f"{name}: {m} (seed {seed})"
+        )
 
 
 def require_extension() -> None:
@@ -164,7 +166,9 @@ def test_fp16_matches_fp32_op() -> None:
     require_extension()
     torch.manual_seed(random.randrange(2**31))
     args = make_inputs(CASES[1], torch.float32, "cpu")
-    half = {k: v.half() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in args.items()}
+    half = {
+        k: v.half() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in args.items()
+    }
     want = torch.ops.vllm_elastic.elastic_attention(**args, cosine_over_heads=True)
     got = torch.ops.vllm_elastic.elastic_attention(**half, cosine_over_heads=True)
     assert got[0].dtype == torch.float16
@@ -179,7 +183,9 @@ def test_meta_shapes() -> None:
     args = make_inputs(c, torch.bfloat16, "cpu")
     meta = {k: v.to("meta") if torch.is_tensor(v) else v for k, v in args.items()}
     for head_mode, drift_shape in ((True, (3, c.R, c.n)), (False, (2,))):
-        o, mass, drift = torch.ops.vllm_elastic.elastic_attention(**meta, cosine_over_heads=head_mode)
+        o, mass, drift = torch.ops.vllm_elastic.elastic_attention(
+            **meta, cosine_over_heads=head_mode
+        )
         assert (o.shape, o.dtype) == ((c.T, c.H, c.dh), torch.bfloat16)
         assert (mass.shape, mass.dtype, drift.shape) == ((c.n,), torch.float32, drift_shape)
 
