@@ -1,6 +1,7 @@
 // CPU kernel of the fused Elastic-Cache attention (spec: vllm_elastic/core/elastic_attention.py).
 //
-// Pass 1 (output): flash-attention style. A work item is (kv head g, tile of up to kRowTile rows);
+// Pass 1 (output): flash-attention style. A work item is (kv head g, tile of rows): as few tiles as
+// keep every thread busy (kItemsPerThread items each), since a tile pays one K/V gather per chunk;
 // it gathers each chunk of kKeyChunk keys/values once (converted to float, keys transposed to
 // [dh][kKeyChunk] so that the score loop runs over contiguous keys and vectorises without
 // reassociation), then updates an online softmax (max m, sum l, output acc) for every
@@ -25,10 +26,11 @@ namespace vllm_elastic {
 namespace {
 
 constexpr int64_t kKeyChunk = 32;  // keys per chunk: one query's scores fit 4 AVX2 registers
-constexpr int64_t kRowTile =
-    16;  // rows per pass-1 work item: a K/V chunk is gathered once per tile
-constexpr int64_t kDimBlock =
-    32;  // output dims kept in registers while a chunk's values are summed
+// Pass-1 work items per thread: enough for balance, few so that a K/V chunk is gathered once for
+// many rows.
+constexpr int64_t kItemsPerThread = 4;
+// Output dims kept in registers while a chunk's values are summed.
+constexpr int64_t kDimBlock = 32;
 constexpr float kNormEps = 1e-8f;  // key-mode cosine: norms are clamped to at least this
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
@@ -214,11 +216,15 @@ void pass1_tile(const Problem<scalar_t>& pb, const float* qrows, bool current, i
 template <typename scalar_t>
 void pass1(const Problem<scalar_t>& pb, const float* qrows, int64_t rows, bool current, float* m,
            float* l, scalar_t* out) {
-  const int64_t tiles = (rows + kRowTile - 1) / kRowTile;
+  if (rows == 0) return;
+  const int64_t want = kItemsPerThread * at::get_num_threads();
+  const int64_t tiles = std::min(rows, std::max<int64_t>(1, (want + pb.d.Hkv - 1) / pb.d.Hkv));
+  const int64_t tile_rows = (rows + tiles - 1) / tiles;
   at::parallel_for(0, pb.d.Hkv * tiles, 1, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t g = item / tiles, r0 = (item % tiles) * kRowTile;
-      pass1_tile(pb, qrows, current, r0, std::min(rows, r0 + kRowTile), g, m, l, out);
+      const int64_t g = item / tiles, r0 = (item % tiles) * tile_rows;
+      if (r0 < rows)
+        pass1_tile(pb, qrows, current, r0, std::min(rows, r0 + tile_rows), g, m, l, out);
     }
   });
 }
