@@ -1,4 +1,66 @@
+"""Package set-up; builds the C++ (and, with nvcc and a CUDA torch, CUDA) extension vllm_elastic._C.
+
+The extension is compiled against the torch already installed, so install with
+``pip install --no-build-isolation -e .`` after torch (scripts/setup_venv.sh does this).
+``VLLM_ELASTIC_NO_EXT=1`` skips the extension; ops.py then falls back to the pure-torch twin.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+CSRC = Path("csrc")
+CPU_SOURCES = ["ops.cpp", "elastic_attention_args.cpp", "elastic_attention_cpu.cpp"]
+CUDA_SOURCES = ["elastic_attention_cuda.cu"]
+
+
+def cpu_arch_flags() -> list[str]:
+    """AVX2/FMA when the building machine has them: the extension is built where it runs."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return []
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    return ["-mavx2", "-mfma"] if " avx2" in cpuinfo and " fma" in cpuinfo else []
+
+
+def extension_setup() -> dict:
+    """ext_modules and cmdclass for setup(), or nothing when VLLM_ELASTIC_NO_EXT=1."""
+    if os.environ.get("VLLM_ELASTIC_NO_EXT") == "1":
+        return {}
+    try:
+        import torch
+        from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+    except ImportError as exc:
+        raise RuntimeError(
+            "building vllm_elastic._C needs torch installed first: run "
+            "`pip install --no-build-isolation -e .` after torch, or set VLLM_ELASTIC_NO_EXT=1"
+        ) from exc
+    # -fopenmp: at::parallel_for is an inline `omp parallel` region in torch's OpenMP build.
+    cxx = ["-O3", "-fopenmp", *cpu_arch_flags()]
+    sources = [str(CSRC / s) for s in CPU_SOURCES]
+    if CUDA_HOME is not None and torch.version.cuda is not None:
+        sources += [str(CSRC / s) for s in CUDA_SOURCES]
+        ext = CUDAExtension(
+            "vllm_elastic._C",
+            sources,
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3"]},
+            extra_link_args=["-fopenmp"],
+        )
+    else:
+        ext = CppExtension(
+            "vllm_elastic._C",
+            sources,
+            extra_compile_args={"cxx": cxx},
+            extra_link_args=["-fopenmp"],
+        )
+    return {"ext_modules": [ext], "cmdclass": {"build_ext": BuildExtension}}
+
 
 setup(
     name="vllm-elastic",
@@ -26,4 +88,5 @@ setup(
         "console_scripts": ["vllm-elastic = vllm_elastic.plugin.serve:main"],
         "vllm.endpoint_plugins": ["elastic = vllm_elastic.plugin.metrics:ElasticEndpointPlugin"],
     },
+    **extension_setup(),
 )

@@ -1,0 +1,134 @@
+"""The compiled elastic_attention op against its torch twin on the CPU: time and peak memory.
+
+    python benchmarks/bench_attention_op.py [--repeats 7] [--ns 1024 4096]
+
+One Elastic-Cache layer step: T = 48 query rows, W = 16 window rows, R = 1 tracked row with prev_q
+(head-mode drift), K/V in paged caches (block size 32, shuffled blocks, the two halves of one
+[nb, Hkv, 2 * bs, dh] page as vLLM's CPU layout), float32, at LLaDA-tiny heads (H = Hkv = 4,
+dh = 64) and LLaDA-8B heads (H = Hkv = 32, dh = 128).
+
+time: median wall time of one call over --repeats calls (op and twin alternate, after a warm-up).
+peak memory: in a fresh subprocess per variant, the rise of the resident set's high-water mark
+(VmHWM, reset through /proc/self/clear_refs) above the resident set before one call, after a
+warm-up call on small inputs (one-time library and thread start-up excluded). glibc's mmap
+threshold is fixed at 64 KiB so that large freed blocks leave the process instead of being reused
+unseen. It counts everything the call makes resident: outputs, gathered K/V, probabilities, buffers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import vllm_elastic._C  # noqa: F401  (registers torch.ops.vllm_elastic.*)
+
+from vllm_elastic.core.elastic_attention import elastic_attention_ref
+
+SHAPES = {"tiny": (4, 4, 64), "8b": (32, 32, 128)}  # H, Hkv, dh
+T, W, R, BLOCK = 48, 16, 1, 32
+IMPLS = {"op": torch.ops.vllm_elastic.elastic_attention, "torch": elastic_attention_ref}
+
+
+def make_inputs(shape: str, n: int) -> dict:
+    H, Hkv, dh = SHAPES[shape]
+    nblk = -(-n // BLOCK)
+    num_blocks = nblk + 8
+    page = torch.randn(num_blocks, Hkv, 2 * BLOCK, dh)  # [nb, Hkv, 2 * bs, dh]: K half, V half
+    rows = torch.randperm(n)[:T]
+    return {
+        "q": torch.randn(T, H, dh),
+        "k_new": torch.randn(T, Hkv, dh),
+        "v_new": torch.randn(T, Hkv, dh),
+        "rows": rows,
+        "key_cache": page[:, :, :BLOCK],
+        "value_cache": page[:, :, BLOCK:],
+        "block_table": torch.randperm(num_blocks)[:nblk].int(),
+        "n": n,
+        "window": torch.arange(W),
+        "tracked": torch.tensor([W]),
+        "prev_q": torch.randn(R, H, dh),
+        "cosine_over_heads": True,
+    }
+
+
+def status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def peak_memory_child(shape: str, n: int, impl: str) -> None:
+    """Runs in the subprocess: prints the rise of VmHWM during one call, in KiB."""
+    fn = IMPLS[impl]
+    fn(**make_inputs(shape, 64))  # warm-up: threads, library start-up
+    args = make_inputs(shape, n)
+    before = status_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+    out = fn(**args)
+    print(json.dumps({"peak_kib": status_kib("VmHWM") - before, "outputs": len(out)}))
+
+
+def peak_memory(shape: str, n: int, impl: str) -> float:
+    """MiB, measured in a fresh subprocess."""
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, __file__, "--child", shape, str(n), impl]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])["peak_kib"] / 1024
+
+
+def timings(shape: str, n: int, repeats: int) -> dict[str, float]:
+    """Median seconds per call of each impl, alternating, after one warm-up call each."""
+    args = make_inputs(shape, n)
+    ref = elastic_attention_ref(**args)
+    got = IMPLS["op"](**args)
+    for g, r in zip(got, ref):  # the numbers below are for equal results
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
+    times: dict[str, list[float]] = {name: [] for name in IMPLS}
+    for _ in range(repeats):
+        for name, fn in IMPLS.items():
+            start = time.perf_counter()
+            fn(**args)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--ns", type=int, nargs="+", default=[1024, 4096])
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    a = parser.parse_args()
+    if a.child:
+        peak_memory_child(a.child[0], int(a.child[1]), a.child[2])
+        return
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, "
+        f"T={T} W={W} R={R} (head-mode drift), block size {BLOCK}, {a.repeats} repeats\n"
+    )
+    print("| heads (H, Hkv, dh) | n | op ms | torch ms | speed-up | op peak MiB | torch peak MiB |")
+    print("|---|---|---|---|---|---|---|")
+    for shape, heads in SHAPES.items():
+        for n in a.ns:
+            t = timings(shape, n, a.repeats)
+            mem = {name: peak_memory(shape, n, name) for name in IMPLS}
+            print(
+                f"| {shape} {heads} | {n} | {t['op'] * 1e3:.2f} | {t['torch'] * 1e3:.2f} | "
+                f"{t['torch'] / t['op']:.2f}x | {mem['op']:.1f} | {mem['torch']:.1f} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+// Registers torch.ops.vllm_elastic.elastic_attention (CPU and Meta here, CUDA in the .cu) and makes
+// the shared library importable as the Python module vllm_elastic._C: importing it runs the
+// TORCH_LIBRARY static registrations below.
+#include <ATen/ATen.h>
+#include <Python.h>
+#include <torch/library.h>
+
+#include "elastic_attention.h"
+
+namespace vllm_elastic {
+
+AttnResult elastic_attention_meta(const at::Tensor& q, const at::Tensor& k_new,
+                                  const at::Tensor& v_new, const at::Tensor& rows,
+                                  const at::Tensor& key_cache, const at::Tensor& value_cache,
+                                  const at::Tensor& block_table, int64_t n,
+                                  const at::Tensor& window, const at::Tensor& tracked,
+                                  const at::Tensor& prev_q, bool cosine_over_heads) {
+  const AttnDims d = check_args(q, k_new, v_new, rows, key_cache, value_cache, block_table, n,
+                                window, tracked, prev_q);
+  const auto f32 = q.options().dtype(at::kFloat);
+  return {at::empty({d.T, d.H, d.dh}, q.options()), at::empty({d.n}, f32),
+          at::empty(drift_shape(d, cosine_over_heads), f32)};
+}
+
+}  // namespace vllm_elastic
+
+TORCH_LIBRARY(vllm_elastic, m) {
+  m.def(
+      "elastic_attention(Tensor q, Tensor k_new, Tensor v_new, Tensor rows, Tensor key_cache, "
+      "Tensor value_cache, Tensor block_table, int n, Tensor window, Tensor tracked, "
+      "Tensor prev_q, bool cosine_over_heads) -> (Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(vllm_elastic, CPU, m) {
+  m.impl("elastic_attention", &vllm_elastic::elastic_attention_cpu);
+}
+
+TORCH_LIBRARY_IMPL(vllm_elastic, Meta, m) {
+  m.impl("elastic_attention", &vllm_elastic::elastic_attention_meta);
+}
+
+// A module with no Python functions: the ops live in torch.ops.vllm_elastic.
+static PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_C", "vllm_elastic custom ops", -1, nullptr};
+
+PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&kModule); }
