@@ -62,7 +62,10 @@ def elastic_attention(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """See ``core.elastic_attention.elastic_attention_ref`` (the same signature and results)."""
     fn = elastic_attention_ref
-    if kernel_for(q.device):
+    # NOTE: with every position new and no statistics there is nothing to read or fuse: the twin is
+    # then plain SDPA over the step's own K/V, whose GEMMs beat the kernel's loops (BENCHMARKS §9).
+    plain = rows.numel() == n and window.numel() == 0 and prev_q.numel() == 0
+    if kernel_for(q.device) and not plain:
         fn = torch.ops.vllm_elastic.elastic_attention
     return fn(
         q, k_new, v_new, rows, key_cache, value_cache, block_table, n, window, tracked, prev_q,
