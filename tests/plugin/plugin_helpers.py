@@ -6,6 +6,8 @@ accepts), with weights scaled so that outputs vary and some requests end on EOS.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from vllm_elastic.core.checkpoint import save_model
@@ -26,6 +28,16 @@ METHODS = {
     "fastdllm": {"method": "fastdllm", "cache": "dual", "threshold": 0.8},
     "llada": {"method": "llada", "steps": 16},
 }
+
+
+def make_llm(checkpoint, **overrides):
+    """A float32, eager vLLM engine on ``checkpoint`` with the tests' defaults, KV space 1 GiB."""
+    from vllm import LLM
+
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    args = {"model": str(checkpoint), "skip_tokenizer_init": True, "dtype": "float32",
+            "enforce_eager": True, "max_model_len": 256, "max_num_seqs": 8}  # fmt: skip
+    return LLM(**{**args, **overrides})
 
 
 def write_checkpoint(directory) -> None:

@@ -6,8 +6,6 @@ running canvas never has to be preempted to grow. One engine for the module.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 pytest.importorskip("vllm")
@@ -18,6 +16,7 @@ from plugin_helpers import (  # noqa: E402
     METHODS,
     PROMPTS,
     expected,
+    make_llm,
     step_until_done,
 )
 
@@ -27,18 +26,11 @@ NUM_BLOCKS = 2  # room for two canvases at a time
 
 @pytest.fixture(scope="module")
 def small_llm(checkpoint):
-    from vllm import LLM
-
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    engine = LLM(
-        model=str(checkpoint),
-        skip_tokenizer_init=True,
-        dtype="float32",
-        enforce_eager=True,
+    engine = make_llm(
+        checkpoint,
         max_model_len=BLOCK_SIZE * NUM_BLOCKS,
         block_size=BLOCK_SIZE,
-        num_gpu_blocks_override=NUM_BLOCKS + 1,
-        max_num_seqs=8,  # + vLLM's null block
+        num_gpu_blocks_override=NUM_BLOCKS + 1,  # + vLLM's null block
         additional_config={"elastic": ENGINE_WIDE},
     )
     yield engine

@@ -9,8 +9,6 @@ mode: ``test_offline.py`` / ``test_tp.py`` run ``METHODS["elastic-deferred"]``.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 pytest.importorskip("vllm")
@@ -23,6 +21,7 @@ from plugin_helpers import (  # noqa: E402
     VOCAB,
     expected,
     expected_one_grant_per_step,
+    make_llm,
 )
 
 DEFERRED = METHODS["elastic-deferred"]
@@ -30,18 +29,7 @@ DEFERRED = METHODS["elastic-deferred"]
 
 @pytest.fixture(scope="module")
 def llm(checkpoint):
-    from vllm import LLM
-
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    engine = LLM(
-        model=str(checkpoint),
-        skip_tokenizer_init=True,
-        dtype="float32",
-        enforce_eager=True,
-        max_model_len=256,
-        max_num_seqs=8,
-        additional_config={"elastic": {**ENGINE_WIDE, "refresh_budget": 1}},
-    )
+    engine = make_llm(checkpoint, additional_config={"elastic": {**ENGINE_WIDE, "refresh_budget": 1}})
     yield engine
     del engine
 

@@ -20,6 +20,7 @@ from plugin_helpers import (  # noqa: E402
     PROMPTS,
     core_stats,
     expected,
+    make_llm,
     step_until_done,
 )
 
@@ -31,19 +32,8 @@ def trace_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def llm(checkpoint, trace_file):
-    from vllm import LLM
-
     os.environ["VLLM_ELASTIC_TRACE_FILE"] = str(trace_file)  # inherited by the engine's processes
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    engine = LLM(
-        model=str(checkpoint),
-        skip_tokenizer_init=True,
-        dtype="float32",
-        enforce_eager=True,
-        max_model_len=256,
-        max_num_seqs=8,
-        additional_config={"elastic": ENGINE_WIDE},
-    )
+    engine = make_llm(checkpoint, additional_config={"elastic": ENGINE_WIDE})
     yield engine
     del engine
     os.environ.pop("VLLM_ELASTIC_TRACE_FILE", None)

@@ -21,6 +21,7 @@ from plugin_helpers import (
     METHODS,
     PROMPTS,
     expected,
+    make_llm,
     step_until_done,
 )
 
@@ -31,20 +32,12 @@ INPROC_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
 
 @pytest.fixture(scope="module")
 def paged_llm(checkpoint):
-    from vllm import LLM, envs
+    from vllm import envs
 
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ[INPROC_ENV] = "0"
     try:
-        engine = LLM(
-            model=str(checkpoint),
-            skip_tokenizer_init=True,
-            dtype="float32",
-            enforce_eager=True,
-            max_model_len=256,
-            block_size=BLOCK_SIZE,
-            max_num_seqs=8,
-            additional_config={"elastic": ENGINE_WIDE},
+        engine = make_llm(
+            checkpoint, block_size=BLOCK_SIZE, additional_config={"elastic": ENGINE_WIDE}
         )
     finally:  # an in-process engine core caches vLLM's env vars: undo both for later modules
         os.environ.pop(INPROC_ENV)
