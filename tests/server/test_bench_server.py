@@ -100,7 +100,6 @@ def test_url_needs_the_server_engine(capsys):
 
 def test_refresh_plot_from_the_report(report, tmp_path):
     """benchmarks/plot_refreshes.py sums each method's refreshes per layer over the rows."""
-    pytest.importorskip("matplotlib")
     png = tmp_path / "refreshes.png"
     script = MODEL_DIR.parents[1] / "benchmarks" / "plot_refreshes.py"
     proc = subprocess.run(
