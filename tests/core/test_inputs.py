@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -59,3 +60,18 @@ def test_core_imports_without_vllm():
         "assert 'vllm' not in [m.split('.')[0] for m in sys.modules if sys.modules[m] is not None]\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_bench_json_folder_is_made_and_a_bad_path_fails_before_any_run(tmp_path, capsys):
+    from vllm_elastic.bench.__main__ import main
+
+    args = ["--engine", "reference", "--methods", "elastic", "--gen-length", "16",
+            "--num-prompts", "1", "--task", "arith"]  # fmt: skip
+    out = tmp_path / "new" / "folder" / "bench.json"
+    assert main([*args, "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["runs"][0]["method"] == "elastic"
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit):  # argparse's error: exit status 2, no run started
+        main([*args, "--json", str(blocker / "bench.json")])
+    assert "--json" in capsys.readouterr().err

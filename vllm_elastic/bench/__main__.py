@@ -169,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         for m in methods:
             settings_from_args(args, m, args.gen_length)
         problems = load_jsonl(args.data or TASK_FILES[args.task])[: args.num_prompts]
+        if args.json:  # before the runs, not after them: a bad path must not cost a whole bench
+            _check_writable(Path(args.json))
     except ValueError as err:
         p.error(str(err))
     if args.engine == "server":
@@ -187,6 +189,15 @@ def main(argv: list[str] | None = None) -> int:
         }
         Path(args.json).write_text(json.dumps({"runs": runs, **meta}, indent=2))
     return 0
+
+
+def _check_writable(path: Path) -> None:
+    """Create the JSON file's folder; ValueError when it cannot be written there."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    except OSError as err:
+        raise ValueError(f"--json {path}: {err.strerror}") from err
 
 
 if __name__ == "__main__":
