@@ -116,3 +116,17 @@ class Canvas:
                 break
             out.append(t)
         return out, False
+
+
+class CanvasState:
+    """What every decoder state starts with: its settings, canvas, compute stats and layer count."""
+
+    def __init__(
+        self, prompt: list[int], settings: DecodeSettings, cfg: LLaDAConfig, device
+    ) -> None:
+        self.settings = settings
+        self.canvas = Canvas.new(prompt, settings.gen_length, cfg, device)
+        self.stats = ComputeStats(cfg.n_layers)
+        self.num_layers = cfg.n_layers
+        self.done = False
+        self._all = torch.arange(self.canvas.length, device=device)  # [N] every position

@@ -19,17 +19,16 @@ from __future__ import annotations
 import torch
 
 from .. import policy
-from ..accounting import ComputeStats
 from ..cache import CacheFactory, LayerCache
 from ..config import LLaDAConfig
 from ..forward import ElasticProbe, SeqPlan
 from ..settings import DecodeSettings
-from .base import Canvas, DecodeResult, RefreshCost
+from .base import CanvasState, DecodeResult, RefreshCost
 
 NO_DRIFT_TEST = -1.0  # a gamma no similarity falls below
 
 
-class ElasticState:
+class ElasticState(CanvasState):
     def __init__(
         self,
         prompt: list[int],
@@ -39,17 +38,13 @@ class ElasticState:
         model,
         cache_factory: CacheFactory = LayerCache.allocate,
     ):
-        self.settings = settings
-        self.canvas = Canvas.new(prompt, settings.gen_length, cfg, device)
-        self.stats = ComputeStats(cfg.n_layers)
-        self.num_layers = cfg.n_layers
+        super().__init__(prompt, settings, cfg, device)
         self.cache = cache_factory(model, self.canvas.length, True)
         n, p = self.canvas.length, self.canvas.prompt_len
         self.masked = torch.arange(p, n, device=device)  # ascending still-masked positions
         self.tracked = torch.zeros(0, dtype=torch.long, device=device)  # most-attended, last step
         self.newdec = torch.zeros(0, dtype=torch.long, device=device)  # committed last step
-        self.step, self.eos_seen, self.done = 0, False, False
-        self._all = torch.arange(n, device=device)
+        self.step, self.eos_seen = 0, False
         self._window = self.masked[:0]
         self._probe: ElasticProbe | None = None
         # deferred mode: the layer a pending refresh starts at (num_layers: none pending), the

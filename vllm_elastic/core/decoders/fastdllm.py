@@ -12,15 +12,14 @@ from __future__ import annotations
 import torch
 
 from .. import policy
-from ..accounting import ComputeStats
 from ..cache import CacheFactory, LayerCache
 from ..config import LLaDAConfig
 from ..forward import SeqPlan
 from ..settings import DecodeSettings
-from .base import Canvas, DecodeResult, NoDeferredRefresh
+from .base import CanvasState, DecodeResult, NoDeferredRefresh
 
 
-class FastDLLMState(NoDeferredRefresh):
+class FastDLLMState(NoDeferredRefresh, CanvasState):
     def __init__(
         self,
         prompt: list[int],
@@ -30,18 +29,13 @@ class FastDLLMState(NoDeferredRefresh):
         model,
         cache_factory: CacheFactory = LayerCache.allocate,
     ):
-        self.settings = settings
-        self.canvas = Canvas.new(prompt, settings.gen_length, cfg, device)
-        self.stats = ComputeStats(cfg.n_layers)
-        self.num_layers = cfg.n_layers
+        super().__init__(prompt, settings, cfg, device)
         self.num_blocks = settings.gen_length // settings.block_length
         self.block, self.block_started = 0, False
         self.cache = (
             None if settings.cache == "none"
             else cache_factory(model, self.canvas.length, False)
         )
-        self.done = False
-        self._all = torch.arange(self.canvas.length, device=device)
 
     def _block_span(self) -> tuple[int, int]:
         lo = self.canvas.prompt_len + self.block * self.settings.block_length

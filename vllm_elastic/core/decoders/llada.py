@@ -11,25 +11,20 @@ from __future__ import annotations
 import torch
 
 from .. import policy
-from ..accounting import ComputeStats
 from ..config import LLaDAConfig
 from ..forward import SeqPlan
 from ..settings import DecodeSettings
-from .base import Canvas, DecodeResult, NoDeferredRefresh
+from .base import CanvasState, DecodeResult, NoDeferredRefresh
 
 
-class LLaDAState(NoDeferredRefresh):
+class LLaDAState(NoDeferredRefresh, CanvasState):
     def __init__(self, prompt: list[int], settings: DecodeSettings, cfg: LLaDAConfig, device) -> None:
-        self.settings = settings
-        self.canvas = Canvas.new(prompt, settings.gen_length, cfg, device)
-        self.stats = ComputeStats(cfg.n_layers)
+        super().__init__(prompt, settings, cfg, device)
         self.num_blocks = settings.gen_length // settings.block_length
         self.steps_per_block = settings.num_steps // self.num_blocks
         self.block, self.step_in_block = 0, 0
         self.schedule: list[int] = []
         self.generator = torch.Generator(device=device).manual_seed(settings.seed)
-        self.done = False
-        self._all = torch.arange(self.canvas.length, device=device)
 
     def plan(self) -> SeqPlan:
         p = self.canvas.prompt_len
