@@ -91,7 +91,12 @@ class RequestDecode:
 class ElasticRunnerMixin:
     """The diffusion step on top of a vLLM V1 runner (mixed into ``CPUModelRunner`` below)."""
 
-    def init_elastic(self) -> None:
+    def __init__(self, vllm_config, device: torch.device) -> None:
+        super().__init__(vllm_config, device)  # vLLM's runner
+        self._init_elastic()
+        trace("runner")
+
+    def _init_elastic(self) -> None:
         self.decodes: dict[str, RequestDecode] = {}
         self.recent_stats = RecentStats()  # of finished requests, for plugin.stats.request_stats
         self.pending_metrics = PendingMetrics()  # drained by the server's /metrics (metrics.py)
@@ -252,16 +257,8 @@ def _group_of(kv_cache_config, model) -> int:
 
 
 class ElasticCPUModelRunner(ElasticRunnerMixin, CPUModelRunner):
-    def __init__(self, vllm_config, device: torch.device) -> None:
-        super().__init__(vllm_config, device)
-        self.init_elastic()
-        trace("runner")
+    """The diffusion step on vLLM's CPU runner (``worker.py``)."""
 
 
 class ElasticGPUModelRunner(ElasticRunnerMixin, GPUModelRunner):
     """The same diffusion step on vLLM's CUDA runner (``gpu_worker.py``; not run in this project)."""
-
-    def __init__(self, vllm_config, device: torch.device) -> None:
-        super().__init__(vllm_config, device)
-        self.init_elastic()
-        trace("runner")
