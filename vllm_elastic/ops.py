@@ -14,7 +14,7 @@ import os
 
 import torch
 
-from .core.elastic_attention import elastic_attention_ref
+from .core.elastic_attention import elastic_attention_ref, elastic_attention_varlen_ref
 
 BACKEND_ENV = "VLLM_ELASTIC_ATTENTION"  # "torch": use the twins even when the kernels are built
 
@@ -71,3 +71,9 @@ def elastic_attention(
         q, k_new, v_new, rows, key_cache, value_cache, block_table, n, window, tracked, prev_q,
         cosine_over_heads,
     )
+
+
+def elastic_attention_varlen(*args):
+    """One layer's attention and statistics for a whole batch (the signature and results of
+    ``core.elastic_attention.elastic_attention_varlen_ref``)."""
+    return elastic_attention_varlen_ref(*args)

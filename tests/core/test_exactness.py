@@ -7,17 +7,14 @@ import torch
 from random_llada import EOS_ID, MASK_ID, random_model, random_prompts
 
 from vllm_elastic.core import policy
-from vllm_elastic.core.accounting import ComputeStats
-from vllm_elastic.core.forward import SeqPlan, forward_plans
 from vllm_elastic.core.generate import generate, new_state, step
 from vllm_elastic.core.settings import DecodeSettings
 
 
 def full_logits(model, x: torch.Tensor) -> torch.Tensor:
     """A no-cache forward over the whole canvas, [N, V]."""
-    rows = torch.arange(x.numel())
-    plan = SeqPlan(ids=x, rows=rows, refresh_from=0, logit_rows=rows, stats=ComputeStats(3))
-    return forward_plans(model, [plan])[0]
+    with torch.no_grad():
+        return model(x[None])[0]
 
 
 def nocache_window_decode(model, prompt, gen_length, window, threshold) -> list[int]:

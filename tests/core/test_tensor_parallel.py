@@ -17,6 +17,7 @@ from torch import nn
 
 from vllm_elastic.core import policy
 from vllm_elastic.core.generate import generate, new_state, step
+from vllm_elastic.core.kv_pool import KVPool
 from vllm_elastic.core.model import apply_rope
 from vllm_elastic.core.settings import DecodeSettings
 
@@ -77,7 +78,7 @@ class ShardBlock(nn.Module):
 
 
 class ShardModel(nn.Module):
-    """The per-layer interface of ``forward_plans`` over one rank's shard of ``model``."""
+    """The per-layer interface of ``forward_step`` over one rank's shard of ``model``."""
 
     def __init__(self, model: nn.Module, rank: int, world: int, reduce) -> None:
         super().__init__()
@@ -106,7 +107,8 @@ def sharded_generate(model, prompts, settings: DecodeSettings):
                 calls[0] += 1
                 return reduce(t)
 
-            states = [new_state(shard, p, settings) for p in prompts]
+            pool = KVPool.for_model(shard)  # one pool: one packed forward for all sequences
+            states = [new_state(shard, p, settings, pool=pool) for p in prompts]
             steps = 0
             while any(not s.done for s in states):
                 step(shard, states, stats_reduce)

@@ -1,30 +1,30 @@
-"""``PagedLayerCache`` against the core's ``LayerCache``, without an engine.
+"""The core's batched forward over vLLM's page layout, against the core's own contiguous pool.
 
-Two sequences share one set of paged KV tensors (vLLM's CPU page layout), with interleaved blocks; every
-other block and every slot past a sequence's end is poisoned with NaN, so a stray read shows up in the
-logits and a stray write in the pages. ``forward_plans`` must give bit-identical logits and caches with
-either storage, and a refresh from layer l must write layers >= l of its own sequence only (below l:
-only the computed rows).
+Two sequences share one set of paged KV tensors (vLLM's CPU page layout, or FlashAttention's), with
+interleaved blocks; every other block and every slot past a sequence's end is poisoned with NaN, so
+a stray read shows up in the logits and a stray write in the pages. ``forward_step`` must give
+bit-identical logits and caches with either storage, and a refresh from layer l must write layers
+>= l of its own sequence only (below l: only the computed rows).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 pytest.importorskip("vllm")
 
 import torch
 
-from vllm_elastic.core.accounting import ComputeStats
-from vllm_elastic.core.cache import LayerCache
-from vllm_elastic.core.forward import ElasticProbe, SeqPlan, forward_plans
-from vllm_elastic.core.policy import COSINE_OVER_HEADS
-from vllm_elastic.plugin.paged_cache import BlocksMoved, PagedStore
+from vllm_elastic.core.forward import forward_step
+from vllm_elastic.core.kv_pool import BlockTable, KVPool
+from vllm_elastic.core.step_batch import CommitRule, Probe, SeqPlan
+from vllm_elastic.plugin.paged_cache import BlocksMoved, PagedStore, bind
 
 BLOCK_SIZE, NUM_BLOCKS = 4, 10
 BLOCKS = {"a": [1, 3, 6, 7], "b": [2, 5, 8]}  # 13 and 9 positions; 0, 4, 9 stay free
 LENGTHS = {"a": 13, "b": 9}
-KINDS = ("k", "v", "q", "x")
+KINDS = ("keys", "values", "queries", "inputs")
 
 
 def _store(model, layout: str) -> PagedStore:
@@ -40,15 +40,22 @@ def _store(model, layout: str) -> PagedStore:
     return PagedStore.from_pages(pages(cfg.n_kv_heads), pages(cfg.n_heads), cfg.d_model)
 
 
-def _plan(model, ids, rows, refresh_from, cache, probe=None) -> SeqPlan:
+def _plan(ids, rows, refresh_from, cache, probe=None) -> SeqPlan:
     return SeqPlan(
-        ids=ids, rows=rows, refresh_from=refresh_from, logit_rows=rows,
-        stats=ComputeStats(model.num_layers), cache=cache, probe=probe,
-    )  # fmt: skip
+        ids=ids, rows=rows, refresh_from=refresh_from, logit_rows=rows, commit=CommitRule(),
+        cache=cache, probe=probe,
+    )
 
 
-def _snapshot(cache, n_layers: int) -> dict[str, torch.Tensor]:
-    return {kind: torch.stack([getattr(cache, kind)[i] for i in range(n_layers)]) for kind in KINDS}
+def _snapshot(table: BlockTable, n: int) -> dict[str, torch.Tensor]:
+    """Every cache of one sequence as [L, n, heads, dh], read cell by cell."""
+    pos = torch.arange(n)
+    blocks = torch.tensor(table.block_ids)[pos // table.pages.block_size]
+    offsets = pos % table.pages.block_size
+    return {
+        kind: torch.stack([page[blocks, :, offsets] for page in getattr(table.pages, kind)])
+        for kind in KINDS
+    }
 
 
 @pytest.mark.parametrize("layout", ["cpu", "flash"])
@@ -57,46 +64,45 @@ def test_paged_equals_contiguous_and_refresh_writes_only_its_layers(reference_mo
     model = reference_model
     cfg, n_layers = model.config, model.num_layers
     store = _store(model, layout)
-    torch.manual_seed(1)
-    ids = {s: torch.randint(0, cfg.mask_token_id, (n,)) for s, n in LENGTHS.items()}
-    paged = {s: store.cache_for(n, keep_inputs=True) for s, n in LENGTHS.items()}
-    for s, cache in paged.items():
-        assert cache.bind(BLOCKS[s], BLOCK_SIZE)
-    assert not store.cache_for(13, True).bind([1, 2], BLOCK_SIZE)  # 8 slots < 13 positions
+    rng = np.random.default_rng(1)
+    ids = {s: rng.integers(0, cfg.mask_token_id, n) for s, n in LENGTHS.items()}
+    paged = {s: store.table(keep_inputs=True) for s in LENGTHS}
+    for s, table in paged.items():
+        assert bind(table, BLOCKS[s], BLOCK_SIZE, LENGTHS[s])
+    assert not bind(store.table(True), [1, 2], BLOCK_SIZE, 13)  # 8 slots < 13 positions
     with pytest.raises(BlocksMoved):  # a block in use was swapped: its caches are gone
-        paged["b"].bind([2, 4, 8], BLOCK_SIZE)
-    dense = {s: LayerCache.allocate(model, n, keep_inputs=True) for s, n in LENGTHS.items()}
+        bind(paged["b"], [2, 4, 8], BLOCK_SIZE, 9)
+    pool = KVPool.for_model(model, block_size=BLOCK_SIZE)
+    dense = {s: pool.reserve(n, keep_inputs=True) for s, n in LENGTHS.items()}
 
-    def run(plans_of):
-        got = forward_plans(model, [plans_of(s, paged[s]) for s in LENGTHS])
-        want = forward_plans(model, [plans_of(s, dense[s]) for s in LENGTHS])
-        for g, w in zip(got, want):
-            torch.testing.assert_close(g, w, rtol=0, atol=0)
-        for s in LENGTHS:
-            p, d = _snapshot(paged[s], n_layers), _snapshot(dense[s], n_layers)
+    def run(plan_of):
+        got = forward_step(model, [plan_of(s, paged[s]) for s in LENGTHS], store)
+        want = forward_step(model, [plan_of(s, dense[s]) for s in LENGTHS], pool)
+        torch.testing.assert_close(got.logits, want.logits, rtol=0, atol=0)
+        for s, n in LENGTHS.items():
+            p, d = _snapshot(paged[s], n), _snapshot(dense[s], n)
             for kind in KINDS:
                 torch.testing.assert_close(p[kind], d[kind], rtol=0, atol=0)
 
-    full = {s: torch.arange(n) for s, n in LENGTHS.items()}
-    run(lambda s, c: _plan(model, ids[s], full[s], 0, c))  # step 0: every layer, every row
+    full = {s: np.arange(n) for s, n in LENGTHS.items()}
+    run(lambda s, c: _plan(ids[s], full[s], 0, c))  # step 0: every layer, every row
 
-    before = {s: _snapshot(paged[s], n_layers) for s in LENGTHS}
-    rows = {"a": torch.tensor([2, 7, 11]), "b": torch.tensor([0, 4])}
+    before = {s: _snapshot(paged[s], n) for s, n in LENGTHS.items()}
+    rows = {"a": np.array([2, 7, 11]), "b": np.array([0, 4])}
     refresh = {"a": 1, "b": n_layers}  # a refreshes layers >= 1; b never refreshes
     for s in LENGTHS:
         ids[s][rows[s]] = (ids[s][rows[s]] + 1) % cfg.mask_token_id  # a commit changes the rows
 
     def probe(s):
-        masked = torch.zeros(LENGTHS[s], dtype=torch.bool)
         # window: the last row, tracked: the first (reads q); gamma -1: the drift test never fires
-        return ElasticProbe(rows[s][-1:], rows[s][:1], masked, 1, -1.0, COSINE_OVER_HEADS)
+        return Probe(rows[s][-1:], rows[s][:1], np.zeros(0, np.int64), 1, -1.0, True)
 
-    run(lambda s, c: _plan(model, ids[s], rows[s], refresh[s], c, probe(s)))
+    run(lambda s, c: _plan(ids[s], rows[s], refresh[s], c, probe(s)))
 
     for s, n in LENGTHS.items():
-        after = _snapshot(paged[s], n_layers)
+        after = _snapshot(paged[s], n)
         kept = torch.ones(n, dtype=torch.bool)
-        kept[rows[s]] = False
+        kept[torch.from_numpy(rows[s])] = False
         for kind in KINDS:
             below = slice(0, refresh[s])  # only the computed rows change below the refresh layer
             torch.testing.assert_close(
@@ -105,7 +111,9 @@ def test_paged_equals_contiguous_and_refresh_writes_only_its_layers(reference_mo
             assert not torch.equal(after[kind][below][:, ~kept], before[s][kind][below][:, ~kept])
         above = slice(refresh[s] + 1, n_layers)  # past the refresh layer, every row is new
         if refresh[s] + 1 < n_layers:
-            assert not torch.equal(after["x"][above][:, kept], before[s]["x"][above][:, kept])
+            assert not torch.equal(
+                after["inputs"][above][:, kept], before[s]["inputs"][above][:, kept]
+            )
     _assert_poison_kept(store)
 
 

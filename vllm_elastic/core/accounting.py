@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 @dataclass(slots=True)
 class ComputeStats:
-    """Per-sequence counters, filled by ``forward_plans`` as it computes rows.
+    """Per-sequence counters, taken from what each step's forward ran (``generate.step``).
 
     nfe: forward passes this sequence took part in; rows_computed: rows computed, summed over layers;
     rows_nocache: what a no-cache decode of the same number of steps computes (N rows at every layer);

@@ -88,7 +88,7 @@ class LLaDABlock(nn.Module):
 
 
 class LLaDAStack:
-    """The per-layer interface ``forward_plans`` drives, shared by this model and the vLLM one.
+    """The per-layer interface ``forward_step`` drives, shared by this model and the vLLM one.
 
     Needs ``self.config`` (LLaDAConfig) and ``self.transformer`` with ``wte`` and ``blocks``.
     """

@@ -47,6 +47,31 @@ def commit_mask(conf: torch.Tensor, threshold: float, tokens_per_step: int | Non
     return threshold_commit(conf, threshold)
 
 
+def commit_batched(
+    conf: torch.Tensor,
+    seg: torch.Tensor,
+    local: torch.Tensor,
+    num_seqs: int,
+    width: int,
+    threshold: torch.Tensor,
+    top_k: torch.Tensor,
+) -> torch.Tensor:
+    """``commit_mask`` of every sequence at once over packed rows.
+
+    conf: [O] float64 packed by sequence; seg, local: [O] each row's sequence and index in it;
+    threshold: [R] float64; top_k: [R] (>= 0: the top-k rule, -1: the threshold rule) -> bool [O].
+    """
+    pad = torch.full((num_seqs, width), -torch.inf, dtype=conf.dtype, device=conf.device)
+    pad[seg, local] = conf  # [R, O_max]
+    best = pad.max(dim=1).values if width else pad.new_zeros(num_seqs)  # [R]
+    by_threshold = conf >= torch.minimum(threshold, best)[seg]
+    order = torch.argsort(pad, dim=1, descending=True, stable=True)  # [R, O_max]
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(width, device=conf.device).expand_as(order))
+    by_rank = rank[seg, local] < top_k[seg]
+    return torch.where(top_k[seg] >= 0, by_rank, by_threshold)
+
+
 def sliding_window(masked: torch.Tensor, window: int, block_caching: bool) -> torch.Tensor:
     """The query window: the W leftmost still-masked positions, or all of them without block caching.
 
@@ -79,6 +104,49 @@ def mask_attended(score: torch.Tensor, still_masked: torch.Tensor) -> torch.Tens
 def most_attended(score: torch.Tensor, track_num: int) -> torch.Tensor:
     """Positions of the top ``track_num`` keys by attention mass. score: [N] -> [track_num]."""
     return torch.topk(score, min(track_num, score.numel())).indices
+
+
+def most_attended_batched(
+    mass: torch.Tensor,
+    still_masked: torch.Tensor,
+    key_valid: torch.Tensor,
+    width: int,
+    track_num: torch.Tensor,
+) -> torch.Tensor:
+    """``most_attended`` of every sequence at once: the top ``track_num[r]`` keys by window mass,
+    masked keys scoring 0 (as ``mask_attended``) and keys past a sequence's length never chosen.
+
+    mass: [R, N]; still_masked, key_valid: bool [R, N]; track_num: [R] (0: no probe) -> [R, width]
+    positions, -1 past each sequence's ``track_num``.
+    """
+    if width == 0:
+        return mass.new_zeros(mass.shape[0], 0, dtype=torch.long)
+    score = mask_attended(mass, still_masked).masked_fill(~key_valid, -1.0)  # [R, N]
+    top = torch.topk(score, min(width, score.shape[1]), dim=-1).indices  # [R, width]
+    rank = torch.arange(top.shape[1], device=top.device)[None, :]
+    return torch.where(rank < track_num[:, None], top, -1)
+
+
+def drift_similarity_batched(
+    heads_part: torch.Tensor,
+    keys_part: torch.Tensor,
+    tracked_valid: torch.Tensor,
+    key_valid: torch.Tensor,
+    over_heads: torch.Tensor,
+) -> torch.Tensor:
+    """``drift_from_partials`` of every sequence at once, from the varlen attention's partials
+    summed over all heads.
+
+    heads_part: [3, R, K, N] (a.b, a.a, b.b per tracked row and key); keys_part: [2, R]; valid
+    masks [R, K] and [R, N]; over_heads: bool [R] picks each sequence's cosine -> [R] float64.
+    """
+    ab, aa, bb = heads_part  # each [R, K, N]
+    norms = aa.sqrt().clamp_min(COSINE_EPS) * bb.sqrt().clamp_min(COSINE_EPS)
+    valid = tracked_valid[:, :, None] & key_valid[:, None, :]  # [R, K, N]
+    cos = (ab / norms).masked_fill(~valid, 0.0)
+    heads = cos.double().sum((1, 2)) / valid.sum((1, 2)).clamp_min(1)  # [R]
+    keys = keys_part[0].double() / keys_part[1].double().clamp_min(1)  # [R]
+    return torch.where(over_heads, heads, keys)
 
 
 def drift_similarity(prev: torch.Tensor, now: torch.Tensor, mode: str = COSINE_OVER_HEADS) -> float:

@@ -1,7 +1,7 @@
 """LLaDA as a vLLM model: the core's architecture on vLLM's tensor-parallel layers.
 
 The diffusion runner does not call ``forward``: it drives this model through the per-layer interface
-the core's ``forward_plans`` uses (``embed``, ``rotary``, ``blocks[i].project_qkv`` / ``finish``,
+the core's ``forward_step`` uses (``embed``, ``rotary``, ``blocks[i].project_qkv`` / ``finish``,
 ``logits``, ``num_layers``, ``config``), so that the decoding algorithm exists once, in ``core/``.
 Norms and RoPE are the core's own modules (same math, same numerics); the projections are vLLM's
 ``QKVParallelLinear`` / ``MergedColumnParallelLinear`` / ``RowParallelLinear`` and the embeddings
@@ -15,7 +15,7 @@ request's K/V and the per-layer state a refresh needs (q, layer input) in those 
 ``Attention`` layers a bidirectional Elastic backend that attends the query rows over all N paged keys
 and returns the window rows' key mass and the tracked rows' drift (the core's attention runs on the
 gathered rows today). Tensor parallel: each rank holds H/tp heads of q, k, v and of the paged caches;
-the runner passes ``forward_plans`` a TP all-reduce for the Elastic statistics, and ``logits``
+the runner passes ``forward_step`` a TP all-reduce for the Elastic statistics, and ``logits``
 all-gathers the vocabulary shards, so every rank decides from the same numbers. ``forward`` below is
 vLLM's plain entry (dummy and profiling runs) and uses the stock backend, which is causal: it is not a
 LLaDA forward until (2) lands.
@@ -138,7 +138,7 @@ class LLaDAForDiffusionLM(LLaDAStack, nn.Module):
     def __init__(self, *, vllm_config: VllmConfig, prefix: str = "") -> None:
         super().__init__()
         cfg = core_config(vllm_config.model_config.hf_config)
-        self.config = cfg  # the core's LLaDAConfig (what forward_plans and the decoders read)
+        self.config = cfg  # the core's LLaDAConfig (what forward_step and the decoders read)
         quant = vllm_config.quant_config
         base = f"{prefix}.transformer" if prefix else "transformer"
         self.transformer = nn.ModuleDict(
@@ -158,7 +158,7 @@ class LLaDAForDiffusionLM(LLaDAStack, nn.Module):
         self.logits_processor = LogitsProcessor(cfg.embedding_size)
         self.rotary = Rotary(cfg.head_dim, cfg.rope_theta)
 
-    # -- the per-layer interface of core.forward_plans (blocks, num_layers, embed: LLaDAStack) --
+    # -- the per-layer interface of core.forward_step (blocks, num_layers, embed: LLaDAStack) --
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """h: [T, d] -> [T, V] float32 (V = embedding_size, as the core model).
 
@@ -192,6 +192,10 @@ class LLaDAForDiffusionLM(LLaDAStack, nn.Module):
         return h
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
+        """Zero-width hidden states are the diffusion runner's placeholder rows (its step already
+        computed the logits it needed): no LM head runs on them."""
+        if hidden_states.shape[-1] == 0:
+            return hidden_states.new_empty(hidden_states.shape[0], 0, dtype=torch.float32)
         return self.logits(hidden_states)
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:

@@ -1,13 +1,13 @@
 """A sequence's per-layer caches stored in vLLM's paged KV blocks.
 
-The core's ``forward_plans`` reads and writes a ``LayerCache`` (``core/cache.py``): k, v [L, N, Hkv, dh],
-q [L, N, H, dh] and x [L, N, d], indexed as ``t[layer]`` (all N positions) or ``t[layer, rows]``.
-``PagedLayerCache`` offers that same surface, but every position lives in the request's vLLM blocks:
-position p of the canvas is slot ``block_ids[p // block_size] * block_size + p % block_size`` of every
-layer's KV tensor, the addressing vLLM's own attention kernels use. So the algorithm stays in core/
-(driven by the core decoder states), while vLLM's KV cache manager allocates, counts and frees the
-memory: the scheduler admits a canvas only when its blocks fit, and a request's blocks go back to the
-pool when it finishes or is aborted.
+The core's batched forward reads and writes pages (``core/kv_pool.py``): per layer, K/V, queries and
+layer inputs as ``[num_blocks, heads, block_size, dh]``, a sequence's position p in cell
+``(block_ids[p // block_size], p % block_size)``, the addressing vLLM's own attention kernels use.
+``PagedStore`` cuts those pages out of the KV tensors vLLM allocated, and a request's ``BlockTable``
+holds the block ids its scheduler gave it. So the algorithm stays in core/ (driven by the core
+decoder states), while vLLM's KV cache manager allocates, counts and frees the memory: the scheduler
+admits a canvas only when its blocks fit, and a request's blocks go back to the pool when it
+finishes or is aborted.
 
 Where each cache lives (one KV cache group, so one block table for all of them):
 - k, v: the page of the block's ``Attention`` layer, vLLM's CPU layout
@@ -22,7 +22,7 @@ Tensor parallel: a rank's pages hold its shard of the heads for k, v (Hkv/tp) an
 whole layer input x, which every rank needs to restart a refresh from a middle layer (x is the
 replicated residual stream; sharding it would cost an all-gather per refresh).
 
-What a step writes is exactly what ``forward_plans`` writes: below the refresh layer only the computed
+What a step writes is exactly what the core's forward writes: below the refresh layer only the computed
 rows of that layer, from the refresh layer on all N rows of each layer; always in this request's own
 blocks (prefix caching is off, so no block is shared).
 """
@@ -36,11 +36,13 @@ from torch import nn
 from vllm.model_executor.layers.attention_layer_base import AttentionLayerBase
 from vllm.v1.kv_cache_interface import FullAttentionSpec
 
+from ..core.kv_pool import BlockTable
+
 KEY_HALF, VALUE_HALF = 0, 1  # the two halves of a page cell (vLLM: keys, then values)
 
 
 class BlocksMoved(RuntimeError):
-    """A request's blocks changed under its caches (see ``PagedLayerCache.bind``)."""
+    """A request's blocks changed under its caches (see ``bind``)."""
 
 
 class RefreshState(nn.Module, AttentionLayerBase):
@@ -75,76 +77,22 @@ class RefreshState(nn.Module, AttentionLayerBase):
         )
 
 
-class PagedTensor:
-    """One cache (k, v, q or x) of one sequence, indexed like the core's [L, N, *row] tensor.
+def bind(table: BlockTable, block_ids: list[int], block_size: int, n: int) -> bool:
+    """Address a canvas of n positions through the scheduler's ``block_ids``; False while they do
+    not cover all n positions yet.
 
-    ``t[layer]`` -> [N, *row] and ``t[layer, rows]`` -> [R, *row] gather from the pages;
-    assignments scatter into them. Reads return copies (the core never writes through a read).
+    Raises ``BlocksMoved`` when blocks already in use were replaced: their caches are gone
+    (a preempted request), and decoding on would read another request's or no data.
     """
-
-    __slots__ = ("block", "offset", "pages", "row_shape")
-
-    def __init__(self, pages: list[torch.Tensor], row_shape: tuple[int, ...]) -> None:
-        self.pages = pages  # per layer [num_blocks, heads, block_size, dh] (one half of the page)
-        self.row_shape = row_shape  # one position: (heads, dh) or (d,)
-        self.block: torch.Tensor | None = None  # [N] block id of every position
-        self.offset: torch.Tensor | None = None  # [N] its offset inside the block
-
-    def _locate(self, key) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if isinstance(key, tuple):
-            layer, rows = key
-            return self.pages[layer], self.block[rows], self.offset[rows]
-        return self.pages[key], self.block, self.offset
-
-    def __getitem__(self, key) -> torch.Tensor:
-        page, block, offset = self._locate(key)
-        return page[block, :, offset].reshape(-1, *self.row_shape)  # [R, *row]
-
-    def __setitem__(self, key, value: torch.Tensor) -> None:
-        page, block, offset = self._locate(key)
-        heads, dh = page.shape[1], page.shape[3]
-        page[block, :, offset] = value.reshape(-1, heads, dh)  # [R, heads, dh]
-
-
-@dataclass(slots=True)
-class PagedLayerCache:
-    """``LayerCache``'s surface over one request's blocks (``bind`` before every step)."""
-
-    n: int  # positions of the canvas
-    k: PagedTensor
-    v: PagedTensor
-    q: PagedTensor | None = None
-    x: PagedTensor | None = None
-    block_ids: tuple[int, ...] = ()  # what the slots were computed from
-    table: torch.Tensor | None = None  # [num blocks] the block table as a tensor (``bind``)
-
-    def kv_pages(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The layer's K/V pages in place ([num_blocks, Hkv, block_size, dh] views of vLLM's KV
-        tensor, no copy) and this sequence's block table, for ``ops.elastic_attention``."""
-        return self.k.pages[layer], self.v.pages[layer], self.table
-
-    def bind(self, block_ids: list[int], block_size: int) -> bool:
-        """Address the canvas through ``block_ids``; False when they do not cover all N positions.
-
-        Raises ``BlocksMoved`` when blocks already in use were replaced: their caches are gone
-        (a preempted request), and decoding on would read another request's or no data.
-        """
-        if tuple(block_ids) == self.block_ids:
-            return True
-        if tuple(block_ids[: len(self.block_ids)]) != self.block_ids:
-            raise BlocksMoved(f"KV blocks {self.block_ids} became {tuple(block_ids)}")
-        if len(block_ids) * block_size < self.n:
-            return False
-        device = self.k.pages[0].device
-        pos = torch.arange(self.n, device=device)  # [N]
-        self.table = torch.tensor(block_ids, dtype=torch.long, device=device)  # [num blocks]
-        block = self.table[pos // block_size]  # [N]
-        offset = pos % block_size  # [N]
-        for t in (self.k, self.v, self.q, self.x):
-            if t is not None:
-                t.block, t.offset = block, offset
-        self.block_ids = tuple(block_ids)
+    held = table.block_ids
+    if list(block_ids) == held:
         return True
+    if list(block_ids[: len(held)]) != held:
+        raise BlocksMoved(f"KV blocks {tuple(held)} became {tuple(block_ids)}")
+    if len(block_ids) * block_size < n:
+        return False
+    table.block_ids = list(block_ids)
+    return True
 
 
 @dataclass(slots=True)
@@ -196,19 +144,9 @@ class PagedStore:
             d_model=d_model,
         )
 
-    def cache_for(self, n: int, keep_inputs: bool) -> PagedLayerCache:
-        """An unbound cache of n positions; q and x only where a refresh may start mid-stack."""
-        heads_kv, dh = self.keys[0].shape[1], self.keys[0].shape[3]
-        heads = self.queries[0].shape[1]
-        cache = PagedLayerCache(
-            n=n,
-            k=PagedTensor(self.keys, (heads_kv, dh)),
-            v=PagedTensor(self.values, (heads_kv, dh)),
-        )
-        if keep_inputs:
-            cache.q = PagedTensor(self.queries, (heads, dh))
-            cache.x = PagedTensor(self.inputs, (self.d_model,))
-        return cache
+    def table(self, keep_inputs: bool) -> BlockTable:
+        """An unbound block table in these pages (``bind`` gives it the scheduler's blocks)."""
+        return BlockTable(self, [], keep_inputs)
 
 
 def _halves(kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,12 +9,14 @@ change:
 
 - ``execute_model`` frees the decode state of finished or aborted requests, marks the step and
   takes the scheduler's deferred-refresh grants (``plugin/refresh.py``);
-- ``_model_forward`` skips vLLM's own forward in a real step (its hidden states are not used);
-- ``_sample`` runs ``core.generate.step`` on the vLLM model for all scheduled requests (one packed
-  forward, per-sequence attention), then returns, per request, the tokens that newly extend its
-  contiguous committed prefix, padded with -1 (vLLM drops those). The scheduler appends them and
-  rolls the rest of the canvas back (``scheduler.py``). A request decodes only once its blocks
-  cover its whole canvas (the scheduler reserves them when it admits the request).
+- ``_model_forward`` runs the diffusion step in place of vLLM's forward: ``core.generate.step`` on
+  the vLLM model for all scheduled requests (one packed forward for the whole batch, the commit,
+  one copy of the results to the host). It returns zero-width hidden states: the model's
+  ``compute_logits`` skips the LM head on them, so vLLM never computes logits of canvas rows;
+- ``_sample`` returns, per request, the tokens that newly extend its contiguous committed prefix,
+  padded with -1 (vLLM drops those). The scheduler appends them and rolls the rest of the canvas
+  back (``scheduler.py``). A request decodes only once its blocks cover its whole canvas (the
+  scheduler reserves them when it admits the request).
 - ``sample_tokens`` adds each request's pending deferred refresh to vLLM's output
   (``ElasticRunnerOutput``), for the scheduler to grant in a later step.
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from vllm.distributed import (
     get_tensor_model_parallel_world_size,
@@ -36,14 +39,14 @@ from vllm.v1.outputs import ModelRunnerOutput, SamplerOutput
 from vllm.v1.worker.cpu_model_runner import CPUModelRunner
 from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 
-from ..core.cache import LayerCache
 from ..core.decoders.base import DecodeState, RefreshCost
 from ..core.forward import no_reduce
 from ..core.generate import new_state, step
+from ..core.kv_pool import BlockTable, KVPool
 from . import settings, trace
 from .decisions import DecisionDigest
 from .metrics import PendingMetrics
-from .paged_cache import BlocksMoved, PagedLayerCache, PagedStore
+from .paged_cache import BlocksMoved, PagedStore, bind
 from .refresh import ElasticRunnerOutput, ElasticSchedulerOutput, extend
 from .stats import RecentStats
 
@@ -67,7 +70,7 @@ class RequestDecode:
     emitted: int = 0  # generated tokens handed to vLLM so far
     finished: bool = False  # the EOS or the canvas end was handed out
     error: str | None = None
-    cache: PagedLayerCache | None = None  # the state's caches in this request's KV blocks
+    cache: BlockTable | None = None  # the state's caches in this request's KV blocks
 
     def take_committed(self) -> list[int]:
         """Tokens that extend the contiguous committed prefix since the last call (EOS included)."""
@@ -76,10 +79,10 @@ class RequestDecode:
         if self.state is None:
             self.finished = True
             return [self.eos_id]  # the scheduler stops the request on the model's EOS
-        canvas = self.state.canvas  # every core decoder keeps its canvas as ``canvas``
+        canvas = self.state.canvas  # every core decoder keeps its canvas as ``canvas`` (host)
         rest = canvas.x[self.prompt_len + self.emitted :]  # [G - emitted]
-        masked = (rest == self.mask_id).nonzero()
-        new = rest[: int(masked[0]) if masked.numel() else rest.numel()].tolist()
+        masked = np.flatnonzero(rest == self.mask_id)
+        new = rest[: masked[0] if masked.size else rest.shape[0]].tolist()
         if self.eos_id in new:
             new = new[: new.index(self.eos_id) + 1]
             self.finished = True
@@ -102,11 +105,12 @@ class ElasticRunnerMixin:
         self.pending_metrics = PendingMetrics()  # drained by the server's /metrics (metrics.py)
         self.engine_defaults = settings.engine_settings(self.vllm_config.additional_config)
         self.step_pending = False  # execute_model saw scheduled tokens; _sample has not run yet
+        self.step_tokens: list[list[int]] = []  # the step's new tokens per request (batch order)
         self.paged_store: PagedStore | None = None  # set once vLLM has allocated the KV tensors
         self.paged_group = 0  # the KV cache group (block table) of the paged layers
-        # Tensor parallel: the Elastic statistics are sums over heads, so forward_plans reduces each
-        # layer's per-shard sums over the TP group (one all-reduce per layer, core/forward.py
-        # ``_decide``) before it decides; the identity on one rank.
+        # Tensor parallel: the Elastic statistics are sums over heads, so forward_step reduces each
+        # layer's per-shard sums over the TP group (one all-reduce per layer for all requests,
+        # core/forward.py) before it decides; the identity on one rank.
         self.stats_reduce = no_reduce
         if get_tensor_model_parallel_world_size() > 1:
             self.stats_reduce = tensor_model_parallel_all_reduce
@@ -154,24 +158,22 @@ class ElasticRunnerMixin:
             return super()._model_forward(
                 input_ids, positions, intermediate_tensors, inputs_embeds, **model_kwargs
             )
-        num_tokens = positions.shape[-1]
-        d_model = self.get_model().config.d_model
-        return torch.zeros(
-            num_tokens, d_model, dtype=self.dtype, device=self.device
-        )  # [T, d] unused
+        self.step_tokens = self._diffusion_step()
+        # zero-width: vLLM indexes these rows for its sampler, and the model's compute_logits
+        # returns zero-width logits for them without running the LM head
+        return torch.empty(positions.shape[-1], 0, dtype=self.dtype, device=self.device)
 
-    def _sample(self, logits, spec_decode_metadata) -> SamplerOutput:
-        if not self.step_pending:
-            return super()._sample(logits, spec_decode_metadata)
-        self.step_pending = False
+    def _diffusion_step(self) -> list[list[int]]:
+        """One denoising step of every scheduled request; its new tokens, in batch order."""
         batch = self.input_batch
         req_ids = batch.req_ids[: batch.num_reqs]
         decodes = [self._decode_of(req_id) for req_id in req_ids]
-        model = self.get_model()
         ready_ids = [r for r, d in zip(req_ids, decodes) if self._ready(r, d)]
         ready = [self.decodes[r].state for r in ready_ids]
-        self._step(model, ready_ids, ready)
-        self.decisions.update(ready)
+        if ready:
+            self._step(self.get_model(), ready_ids, ready)
+        if self.decisions.enabled:
+            self.decisions.update(ready)
         new_tokens = [d.take_committed() for d in decodes]
         decoded = {id(state) for state in ready}
         for req_id, d, tokens in zip(req_ids, decodes, new_tokens):
@@ -180,11 +182,19 @@ class ElasticRunnerMixin:
             if d.finished and d.state is not None:  # its last token goes out in this step
                 self.recent_stats.record(req_id, d.state.stats.to_dict())
                 self.pending_metrics.observe_request(d.state.stats.to_dict())
+        return new_tokens
+
+    def _sample(self, logits, spec_decode_metadata) -> SamplerOutput:
+        if not self.step_pending:
+            return super()._sample(logits, spec_decode_metadata)
+        self.step_pending = False
+        new_tokens, self.step_tokens = self.step_tokens, []
         width = max([MIN_WIDTH, *map(len, new_tokens)])
-        out = torch.full((len(req_ids), width), PLACEHOLDER, dtype=torch.int32)  # [R, width]
+        out = np.full((len(new_tokens), width), PLACEHOLDER, dtype=np.int32)  # [R, width]
         for row, tokens in enumerate(new_tokens):
-            out[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.int32)
-        return SamplerOutput(sampled_token_ids=out.to(self.device), logprobs_tensors=None)
+            out[row, : len(tokens)] = tokens
+        sampled = torch.from_numpy(out).to(self.device)
+        return SamplerOutput(sampled_token_ids=sampled, logprobs_tensors=None)
 
     def _step(self, model, req_ids: list[str], states: list[DecodeState]) -> None:
         """One core step of the ready states, their granted refreshes in it; then collect the
@@ -218,13 +228,16 @@ class ElasticRunnerMixin:
         return decode
 
     def _cache_factory(self, decode: RequestDecode):
-        """The decoder's cache allocator: paged in this request's blocks once vLLM has them."""
+        """The decoder's cache allocator: a block table in vLLM's pages, bound to the request's
+        blocks before every step (``_ready``); before vLLM has allocated them (profiling), a
+        pool of the decoder's own."""
         store = self.paged_store
         if store is None:
-            return LayerCache.allocate
+            pool = KVPool.for_model(self.get_model())
+            return lambda model, n, keep_inputs: pool.reserve(n, keep_inputs)
 
-        def paged(model, n: int, keep_inputs: bool) -> PagedLayerCache:
-            decode.cache = store.cache_for(n, keep_inputs)
+        def paged(model, n: int, keep_inputs: bool) -> BlockTable:
+            decode.cache = store.table(keep_inputs)
             return decode.cache
 
         return paged
@@ -237,8 +250,9 @@ class ElasticRunnerMixin:
         if decode.cache is None:
             return True
         block_ids = self.requests[req_id].block_ids[self.paged_group]
+        n = decode.state.canvas.length
         try:
-            return decode.cache.bind(block_ids, self.paged_store.block_size)
+            return bind(decode.cache, block_ids, self.paged_store.block_size, n)
         except BlocksMoved as exc:  # its caches are lost: end it (with EOS) rather than decode junk
             logger.error("vllm-elastic: request %s ended: %s", req_id, exc)
             decode.state, decode.error = None, str(exc)

@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-import torch
+import numpy as np
 
 from ..accounting import ComputeStats
+from ..commit import SeqResult
 from ..config import LLaDAConfig
-from ..forward import SeqPlan
+from ..kv_pool import BlockTable
 from ..settings import DecodeSettings
+from ..step_batch import CommitRule, SeqPlan
 
 
 @dataclass(slots=True)
@@ -58,11 +60,12 @@ class DecodeState(Protocol):
     settings: DecodeSettings
     stats: ComputeStats
     canvas: "Canvas"  # the prompt and the generated positions (masks until committed)
+    cache: BlockTable | None  # where the state's caches live (None: no cache)
     done: bool
 
     def plan(self) -> SeqPlan: ...
 
-    def advance(self, logits: torch.Tensor) -> None: ...
+    def advance(self, result: SeqResult) -> None: ...
 
     def result(self) -> DecodeResult: ...
 
@@ -83,28 +86,29 @@ class NoDeferredRefresh:
 
 @dataclass(slots=True)
 class Canvas:
-    """The prompt followed by ``gen_length`` masks, and the ids the decoder needs."""
+    """The prompt followed by ``gen_length`` masks, and the ids the decoder needs (host memory:
+    the device sees only the rows a step computes)."""
 
-    x: torch.Tensor  # [N]
+    x: np.ndarray  # [N]
     prompt_len: int
     mask_id: int
     eos_id: int
 
     @classmethod
-    def new(cls, prompt: list[int], gen_length: int, cfg: LLaDAConfig, device) -> "Canvas":
-        ids = torch.tensor(prompt + [cfg.mask_token_id] * gen_length, device=device)
+    def new(cls, prompt: list[int], gen_length: int, cfg: LLaDAConfig) -> "Canvas":
+        ids = np.array(prompt + [cfg.mask_token_id] * gen_length, dtype=np.int64)
         return cls(x=ids, prompt_len=len(prompt), mask_id=cfg.mask_token_id, eos_id=cfg.eos_token_id)
 
     @property
     def length(self) -> int:
-        return self.x.numel()
+        return self.x.shape[0]
 
     def answered(self) -> bool:
         """True once every position up to and including the first EOS is committed: the output can
         no longer change (committed tokens are never remasked)."""
         gen = self.x[self.prompt_len :]  # [G]
-        eos = (gen == self.eos_id).nonzero()
-        return bool(eos.numel()) and not bool((gen[: int(eos[0])] == self.mask_id).any())
+        eos = np.flatnonzero(gen == self.eos_id)
+        return eos.size > 0 and not (gen[: eos[0]] == self.mask_id).any()
 
     def generated(self) -> tuple[list[int], bool]:
         """Generated ids up to (not including) the first EOS; leftover masks count as the end."""
@@ -121,12 +125,20 @@ class Canvas:
 class CanvasState:
     """What every decoder state starts with: its settings, canvas, compute stats and layer count."""
 
-    def __init__(
-        self, prompt: list[int], settings: DecodeSettings, cfg: LLaDAConfig, device
-    ) -> None:
+    def __init__(self, prompt: list[int], settings: DecodeSettings, cfg: LLaDAConfig) -> None:
         self.settings = settings
-        self.canvas = Canvas.new(prompt, settings.gen_length, cfg, device)
+        self.canvas = Canvas.new(prompt, settings.gen_length, cfg)
         self.stats = ComputeStats(cfg.n_layers)
         self.num_layers = cfg.n_layers
         self.done = False
-        self._all = torch.arange(self.canvas.length, device=device)  # [N] every position
+        self.cache: BlockTable | None = None
+        self._all = np.arange(self.canvas.length)  # [N] every position
+
+    def result(self) -> DecodeResult:
+        tokens, eos = self.canvas.generated()
+        return DecodeResult(tokens, self.stats, eos)
+
+    def threshold_rule(self) -> CommitRule:
+        """Fast-dLLM's and Elastic-Cache's rule, or the fixed top-k when ``tokens_per_step``."""
+        s = self.settings
+        return CommitRule(threshold=s.threshold, top_k=s.tokens_per_step)

@@ -16,37 +16,31 @@ waits counts in ``stats.refresh_wait_steps``.
 
 from __future__ import annotations
 
-import torch
+import numpy as np
 
 from .. import policy
-from ..cache import CacheFactory, LayerCache
+from ..commit import SeqResult
 from ..config import LLaDAConfig
-from ..forward import ElasticProbe, SeqPlan
+from ..kv_pool import BlockTable
 from ..settings import DecodeSettings
-from .base import CanvasState, DecodeResult, RefreshCost
+from ..step_batch import Probe, SeqPlan
+from .base import CanvasState, RefreshCost
 
 NO_DRIFT_TEST = -1.0  # a gamma no similarity falls below
 
 
 class ElasticState(CanvasState):
     def __init__(
-        self,
-        prompt: list[int],
-        settings: DecodeSettings,
-        cfg: LLaDAConfig,
-        device,
-        model,
-        cache_factory: CacheFactory = LayerCache.allocate,
+        self, prompt: list[int], settings: DecodeSettings, cfg: LLaDAConfig, cache: BlockTable
     ):
-        super().__init__(prompt, settings, cfg, device)
-        self.cache = cache_factory(model, self.canvas.length, True)
+        super().__init__(prompt, settings, cfg)
+        self.cache = cache
         n, p = self.canvas.length, self.canvas.prompt_len
-        self.masked = torch.arange(p, n, device=device)  # ascending still-masked positions
-        self.tracked = torch.zeros(0, dtype=torch.long, device=device)  # most-attended, last step
-        self.newdec = torch.zeros(0, dtype=torch.long, device=device)  # committed last step
+        self.masked = np.arange(p, n)  # ascending still-masked positions
+        self.tracked = np.zeros(0, dtype=np.int64)  # most-attended, last step
+        self.newdec = np.zeros(0, dtype=np.int64)  # committed last step
         self.step, self.eos_seen = 0, False
         self._window = self.masked[:0]
-        self._probe: ElasticProbe | None = None
         # deferred mode: the layer a pending refresh starts at (num_layers: none pending), the
         # steps it waited for its grant, and whether it is granted for the next plan()
         self._pending_from = self.num_layers
@@ -68,47 +62,42 @@ class ElasticState(CanvasState):
     def plan(self) -> SeqPlan:
         s = self.settings
         self._window = policy.sliding_window(self.masked, s.window, s.block_caching)
-        still_masked = torch.zeros(self.canvas.length, dtype=torch.bool, device=self._all.device)
-        still_masked[self.masked] = True
         if self.step == 0:
-            rows, refresh_from, tracked = self._all, 0, self.tracked
+            rows, refresh_from = self._all, 0
         else:
             rows = _ordered_union(self.tracked, self.newdec, self._window)
             refresh_from = 0 if s.refresh == "always" else self._take_granted_refresh()
-            tracked = self.tracked
-        gamma = s.gamma if s.refresh == "drift" else NO_DRIFT_TEST
-        self._probe = ElasticProbe(
-            window=self._window, tracked=tracked, still_masked=still_masked,
-            track_num=s.track_num, gamma=gamma, cosine=s.cosine,
+        probe = Probe(
+            window=self._window, tracked=self.tracked, still_masked=self.masked,
+            track_num=s.track_num, gamma=s.gamma if s.refresh == "drift" else NO_DRIFT_TEST,
+            cosine_over_heads=s.cosine == policy.COSINE_OVER_HEADS,
             defer=s.refresh_mode == "deferred",
         )
         return SeqPlan(
             ids=self.canvas.x, rows=rows, refresh_from=refresh_from,
-            logit_rows=self._window[: s.window], stats=self.stats, cache=self.cache,
-            probe=self._probe, first=self.step == 0,
+            logit_rows=self._window[: s.window], commit=self.threshold_rule(), cache=self.cache,
+            probe=probe, first=self.step == 0,
         )
 
-    def advance(self, logits: torch.Tensor) -> None:
-        """logits: [min(W, |window|), V] for the window rows."""
-        s, c = self.settings, self.canvas
-        window = self._window[: s.window]
-        self.tracked = torch.unique(torch.cat(self._probe.most_attended))  # union over layers
-        if self._probe.deferred_from is not None:  # several waiting triggers: the lowest layer
-            self._pending_from = min(self._pending_from, self._probe.deferred_from)
-        conf, tokens = policy.confidence(logits)
-        keep = policy.commit_mask(conf, s.threshold, s.tokens_per_step)
-        committed, values = window[keep], tokens[keep]
+    def advance(self, result: SeqResult) -> None:
+        """Commit from the window rows' logits; track the step's most-attended keys."""
+        c = self.canvas
+        window = self._window[: self.settings.window]
+        attended = result.attended[:, : self.settings.track_num]
+        self.tracked = np.unique(attended[attended >= 0])  # union over layers, ascending
+        if result.deferred_from < self.num_layers:  # several waiting triggers: the lowest layer
+            self._pending_from = min(self._pending_from, result.deferred_from)
+        committed, values = window[result.keep], result.tokens[result.keep]
         c.x[committed] = values
         self.newdec = committed
-        self.masked = self.masked[~torch.isin(self.masked, committed)]
+        self.masked = self.masked[~np.isin(self.masked, committed)]
         is_eos = values == c.eos_id
-        if not self.eos_seen and bool(is_eos.any()):
+        if not self.eos_seen and is_eos.any():
             self.eos_seen = True
-            first_eos = committed[is_eos].min()
-            self.masked = self.masked[self.masked <= first_eos]  # nothing after the first EOS
+            self.masked = self.masked[self.masked <= committed[is_eos].min()]  # nothing after it
         self.step += 1
-        self.done = self.masked.numel() == 0
-        self.done = self.done or (s.early_stop and self.canvas.answered())
+        self.done = self.masked.size == 0
+        self.done = self.done or (self.settings.early_stop and self.canvas.answered())
 
     def _take_granted_refresh(self) -> int:
         """The layer this step refreshes from: the pending one if granted, else none (L)."""
@@ -121,13 +110,9 @@ class ElasticState(CanvasState):
         self._granted = False
         return layer
 
-    def result(self) -> DecodeResult:
-        tokens, eos = self.canvas.generated()
-        return DecodeResult(tokens, self.stats, eos)
 
-
-def _ordered_union(tracked: torch.Tensor, newdec: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+def _ordered_union(tracked: np.ndarray, newdec: np.ndarray, window: np.ndarray) -> np.ndarray:
     """Query rows ``tracked, newdec, window`` (the authors' order) without duplicates."""
-    tracked = tracked[~torch.isin(tracked, torch.cat([newdec, window]))]
-    newdec = newdec[~torch.isin(newdec, window)]
-    return torch.cat([tracked, newdec, window])
+    tracked = tracked[~np.isin(tracked, np.concatenate([newdec, window]))]
+    newdec = newdec[~np.isin(newdec, window)]
+    return np.concatenate([tracked, newdec, window])

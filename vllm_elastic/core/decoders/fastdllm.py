@@ -9,14 +9,14 @@ Each step commits every masked block position with confidence >= threshold, and 
 
 from __future__ import annotations
 
-import torch
+import numpy as np
 
-from .. import policy
-from ..cache import CacheFactory, LayerCache
+from ..commit import SeqResult
 from ..config import LLaDAConfig
-from ..forward import SeqPlan
+from ..kv_pool import BlockTable
 from ..settings import DecodeSettings
-from .base import CanvasState, DecodeResult, NoDeferredRefresh
+from ..step_batch import SeqPlan
+from .base import CanvasState, NoDeferredRefresh
 
 
 class FastDLLMState(NoDeferredRefresh, CanvasState):
@@ -25,17 +25,13 @@ class FastDLLMState(NoDeferredRefresh, CanvasState):
         prompt: list[int],
         settings: DecodeSettings,
         cfg: LLaDAConfig,
-        device,
-        model,
-        cache_factory: CacheFactory = LayerCache.allocate,
+        cache: BlockTable | None,
     ):
-        super().__init__(prompt, settings, cfg, device)
+        super().__init__(prompt, settings, cfg)
         self.num_blocks = settings.gen_length // settings.block_length
         self.block, self.block_started = 0, False
-        self.cache = (
-            None if settings.cache == "none"
-            else cache_factory(model, self.canvas.length, False)
-        )
+        self.cache = cache
+        self._candidates = self._all[:0]
 
     def _block_span(self) -> tuple[int, int]:
         lo = self.canvas.prompt_len + self.block * self.settings.block_length
@@ -49,26 +45,20 @@ class FastDLLMState(NoDeferredRefresh, CanvasState):
             rows, refresh_from = self._all[lo:], self.num_layers
         else:
             rows, refresh_from = self._all[lo:hi], self.num_layers
+        c = self.canvas
+        self._candidates = lo + np.flatnonzero(c.x[lo:hi] == c.mask_id)  # masked in the block
         return SeqPlan(
-            ids=self.canvas.x, rows=rows, refresh_from=refresh_from, logit_rows=self._all[lo:hi],
-            stats=self.stats, cache=self.cache, first=self.stats.nfe == 0,
+            ids=c.x, rows=rows, refresh_from=refresh_from, logit_rows=self._candidates,
+            commit=self.threshold_rule(), cache=self.cache, first=self.stats.nfe == 0,
         )
 
-    def advance(self, logits: torch.Tensor) -> None:
-        """logits: [block_length, V] for the current block."""
+    def advance(self, result: SeqResult) -> None:
+        """Commit from the block's masked positions."""
         lo, hi = self._block_span()
-        block = self.canvas.x[lo:hi]  # view
-        is_masked = block == self.canvas.mask_id
-        conf, tokens = policy.confidence(logits[is_masked])
-        keep = policy.commit_mask(conf, self.settings.threshold, self.settings.tokens_per_step)
-        positions = is_masked.nonzero().squeeze(-1)[keep]
-        block[positions] = tokens[keep]
+        c = self.canvas
+        c.x[self._candidates[result.keep]] = result.tokens[result.keep]
         self.block_started = True
-        if not bool((block == self.canvas.mask_id).any()):
+        if not (c.x[lo:hi] == c.mask_id).any():
             self.block, self.block_started = self.block + 1, False
             self.done = self.block == self.num_blocks
         self.done = self.done or (self.settings.early_stop and self.canvas.answered())
-
-    def result(self) -> DecodeResult:
-        tokens, eos = self.canvas.generated()
-        return DecodeResult(tokens, self.stats, eos)

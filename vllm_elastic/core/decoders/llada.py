@@ -8,58 +8,51 @@ and the top ``num_transfer_tokens[step]`` are committed. Decodes all blocks (no 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .. import policy
+from ..commit import SeqResult
 from ..config import LLaDAConfig
-from ..forward import SeqPlan
 from ..settings import DecodeSettings
-from .base import CanvasState, DecodeResult, NoDeferredRefresh
+from ..step_batch import CommitRule, SeqPlan
+from .base import CanvasState, NoDeferredRefresh
 
 
 class LLaDAState(NoDeferredRefresh, CanvasState):
     def __init__(self, prompt: list[int], settings: DecodeSettings, cfg: LLaDAConfig, device) -> None:
-        super().__init__(prompt, settings, cfg, device)
+        super().__init__(prompt, settings, cfg)
         self.num_blocks = settings.gen_length // settings.block_length
         self.steps_per_block = settings.num_steps // self.num_blocks
         self.block, self.step_in_block = 0, 0
         self.schedule: list[int] = []
         self.generator = torch.Generator(device=device).manual_seed(settings.seed)
+        self._candidates = self._all[:0]
 
     def plan(self) -> SeqPlan:
-        p = self.canvas.prompt_len
+        """A full forward; the masked positions of the current block compete for the commits."""
+        s, c = self.settings, self.canvas
+        lo = c.prompt_len + self.block * s.block_length
+        hi = lo + s.block_length
+        self._candidates = lo + np.flatnonzero(c.x[lo:hi] == c.mask_id)  # [O]
+        if self.step_in_block == 0:
+            self.schedule = policy.num_transfer_tokens(
+                self._candidates.size, self.steps_per_block
+            )
+        rule = CommitRule(
+            top_k=self.schedule[self.step_in_block], temperature=s.temperature,
+            random_confidence=s.remasking == "random", generator=self.generator,
+        )
         return SeqPlan(
-            ids=self.canvas.x, rows=self._all, refresh_from=0, logit_rows=self._all[p:],
-            stats=self.stats, first=self.stats.nfe == 0,
+            ids=c.x, rows=self._all, refresh_from=0, logit_rows=self._candidates, commit=rule,
+            first=self.stats.nfe == 0,
         )
 
-    def advance(self, logits: torch.Tensor) -> None:
-        """logits: [G, V] for the generated positions."""
-        s, c = self.settings, self.canvas
-        gen = c.x[c.prompt_len :]  # [G] view into the canvas
-        lo, hi = self.block * s.block_length, (self.block + 1) * s.block_length
-        is_masked = gen == c.mask_id  # [G]
-        if self.step_in_block == 0:
-            self.schedule = policy.num_transfer_tokens(int(is_masked[lo:hi].sum()), self.steps_per_block)
-        noisy = policy.add_gumbel_noise(logits, s.temperature, self.generator)
-        x0 = noisy.argmax(dim=-1)  # [G]
-        if s.remasking == "low_confidence":
-            probs = torch.softmax(logits.double(), dim=-1)  # [G, V]
-            x0_conf = probs.gather(-1, x0[:, None]).squeeze(-1)  # [G]
-        else:
-            x0_conf = torch.rand(
-                x0.shape, dtype=torch.float64, generator=self.generator, device=x0.device
-            )
-        x0_conf[hi:] = -torch.inf  # only the current block competes
-        conf = torch.where(is_masked, x0_conf, torch.full_like(x0_conf, -torch.inf))
-        chosen = torch.topk(conf, self.schedule[self.step_in_block]).indices
-        gen[chosen] = x0[chosen]
+    def advance(self, result: SeqResult) -> None:
+        s = self.settings
+        self.canvas.x[self._candidates[result.keep]] = result.tokens[result.keep]
         self.step_in_block += 1
         if self.step_in_block == self.steps_per_block:
             self.block, self.step_in_block = self.block + 1, 0
             self.done = self.block == self.num_blocks
         self.done = self.done or (s.early_stop and self.canvas.answered())
-
-    def result(self) -> DecodeResult:
-        tokens, eos = self.canvas.generated()
-        return DecodeResult(tokens, self.stats, eos)

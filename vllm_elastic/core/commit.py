@@ -1,0 +1,103 @@
+"""The commit of one step for every sequence at once, and the one copy of its results to the host.
+
+Every method commits from its logit rows by one of two rules (``CommitRule``): the threshold rule
+of Fast-dLLM and Elastic-Cache (every row with confidence >= min(threshold, max confidence), so at
+least the best one) or the top-k rule (LLaDA's transfer schedule; Elastic/Fast-dLLM's
+``tokens_per_step``). Confidences are float64 softmax maxima, as the reference code takes them.
+Both rules run over all sequences' rows in one padded ``[R, O]`` layout, then the step's results
+(tokens, commits, most-attended keys, deferred triggers, drift similarities) go to the host in one
+device-to-host copy.
+
+Sampled decoding (LLaDA ``temperature`` > 0 or ``random`` remasking) draws each request's noise
+from its own generator, so that a seed reproduces a request whatever its neighbours: one draw per
+sampled request, the only per-request device work of a step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import policy
+from .forward import StepObservation
+from .step_batch import SeqPlan
+
+
+@dataclass(slots=True)
+class SeqResult:
+    """One sequence's share of a step's results (host arrays)."""
+
+    keep: np.ndarray  # bool [O] which logit rows were committed
+    tokens: np.ndarray  # [O] the token of every logit row
+    attended: np.ndarray  # [L, track_num] most-attended positions per layer (-1: none)
+    deferred_from: int  # deferred mode: the layer the next refresh starts at (L: none)
+    refresh_from: int  # the layer this step recomputed every row from (L: none)
+    rows_computed: int  # rows computed, summed over layers
+    similarity: np.ndarray  # [L] drift similarity per layer (NaN: not tested)
+
+
+def commit(obs: StepObservation, plans: list[SeqPlan]) -> list[SeqResult]:
+    """Apply every sequence's commit rule to its logit rows; one host copy of all results."""
+    logits, counts = obs.logits, obs.logit_counts  # [O, V], [R]
+    device, num_seqs = logits.device, len(plans)
+    conf, tokens = policy.confidence(logits)  # [O] float64, [O]
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    for s, plan in enumerate(plans):
+        if plan.commit.sampled:
+            lo, hi = int(starts[s]), int(starts[s + 1])
+            conf[lo:hi], tokens[lo:hi] = _sampled(logits[lo:hi], plan)
+    seg = torch.from_numpy(np.repeat(np.arange(num_seqs), counts)).to(device)  # [O]
+    local = torch.from_numpy(np.arange(int(starts[-1])) - np.repeat(starts[:-1], counts))
+    local = local.to(device)
+    rules = [p.commit for p in plans]
+    threshold = torch.tensor([r.threshold for r in rules], dtype=torch.float64, device=device)
+    top_k = torch.tensor([-1 if r.top_k is None else r.top_k for r in rules], device=device)
+    keep = policy.commit_batched(conf, seg, local, num_seqs, int(max(counts, default=0)),
+                                 threshold, top_k)  # bool [O]
+    packed = torch.cat([
+        keep.double(), tokens.double(), obs.attended.double().flatten(),
+        obs.deferred_from.double(), obs.similarity.flatten(),
+    ]).cpu().numpy()  # HOST SYNC: the one copy of the step's results
+    return _unpack(packed, obs, counts, num_seqs)
+
+
+def _sampled(logits: torch.Tensor, plan: SeqPlan) -> tuple[torch.Tensor, torch.Tensor]:
+    """LLaDA's sampled x0 and its confidence (generate.py): Gumbel-noised argmax, then
+    softmax(logits)[x0] (low_confidence) or a uniform draw (random)."""
+    rule = plan.commit
+    x0 = policy.add_gumbel_noise(logits, rule.temperature, rule.generator).argmax(-1)  # [O]
+    if rule.random_confidence:
+        conf = torch.rand(
+            x0.shape, dtype=torch.float64, generator=rule.generator, device=x0.device
+        )
+    else:
+        conf = torch.softmax(logits.double(), dim=-1).gather(-1, x0[:, None]).squeeze(-1)
+    return conf, x0
+
+
+def _unpack(packed: np.ndarray, obs: StepObservation, counts: np.ndarray, num_seqs: int):
+    total = int(counts.sum())
+    num_layers, _, width = obs.attended.shape
+    keep = packed[:total] > 0
+    tokens = packed[total : 2 * total].astype(np.int64)
+    at = 2 * total
+    attended = packed[at : at + obs.attended.numel()].astype(np.int64)
+    attended = attended.reshape(num_layers, num_seqs, width)
+    at += obs.attended.numel()
+    deferred = packed[at : at + num_seqs].astype(np.int64)
+    similarity = packed[at + num_seqs :].reshape(num_layers, num_seqs)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    return [
+        SeqResult(
+            keep=keep[starts[s] : starts[s + 1]],
+            tokens=tokens[starts[s] : starts[s + 1]],
+            attended=attended[:, s],
+            deferred_from=int(deferred[s]),
+            refresh_from=int(obs.refresh_from[s]),
+            rows_computed=int(obs.rows_computed[s]),
+            similarity=similarity[:, s],
+        )
+        for s in range(num_seqs)
+    ]
