@@ -1,15 +1,15 @@
 """Count what one steady-state decode step launches: aten ops and host syncs, at several batch sizes.
 
   python -m vllm_elastic.bench.count_ops models/llada-tiny --methods llada,fastdllm,elastic \
-      --batches 1,4,16,64 --gen-length 256 --json counts.json
+      --batches 1,4,16,64 --gen-length 256 --json counts.json [--engine vllm]
 
-Counting, not timing: the numbers are the same on a busy or an idle machine, and they predict the
-host overhead of a step on a GPU (every aten op is a kernel launch or host work; every sync stalls
-the host until the device catches up). A batched step launches the same ops whatever the number of
-requests R; ``ops_per_request`` is the slope between the smallest and the largest R.
+``--engine core`` (default) counts one ``core.generate.step``; ``--engine vllm`` counts one whole
+engine step of ``vllm.LLM`` with the plugin (the runner's ``execute_model`` and ``sample_tokens``,
+vLLM's own input preparation included), through the worker RPC ``elastic_count_steps``.
 
-Syncs counted: ``item``, ``tolist``, ``__bool__``, ``__int__``, ``__float__``, ``__index__``, ``cpu``,
-``nonzero``, ``unique``, ``equal``, ``any``, ``all`` and boolean-mask indexing, on tensors.
+Counting, not timing (``core/op_count.py``): the same numbers on a busy or an idle machine. A batched
+step launches the same ops whatever the number of requests R; ``ops_per_request`` is the slope
+between the smallest and the largest R.
 """
 
 from __future__ import annotations
@@ -18,59 +18,13 @@ import argparse
 import json
 import sys
 
-import torch
-from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import TorchDispatchMode
+from ..core.op_count import counting
 
-SYNC_FUNCS = {
-    "item", "tolist", "__bool__", "__int__", "__float__", "__index__", "cpu", "nonzero",
-    "unique", "equal", "any", "all",
-}
 PROMPT = (
     "Ann has 7 apples. She buys 5 more apples. She gives 3 apples to Bob. Then the number of "
     "apples doubles. She loses 4 apples. How many apples does Ann have now?"
 )
 WARM_STEPS = 3  # past the first (full) forward and into steady state
-
-
-class OpCount(TorchDispatchMode):
-    """Every aten op dispatched while active."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops += 1
-        return func(*args, **(kwargs or {}))
-
-
-class SyncCount(TorchFunctionMode):
-    """Every tensor call that makes the host wait for the device's values."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.syncs = 0
-        self.by_name: dict[str, int] = {}
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        name = getattr(func, "__name__", str(func))
-        bool_index = (
-            name == "__getitem__" and len(args) > 1 and isinstance(args[1], torch.Tensor)
-            and args[1].dtype == torch.bool
-        )
-        if name in SYNC_FUNCS or bool_index:
-            self.syncs += 1
-            self.by_name[name] = self.by_name.get(name, 0) + 1
-        return func(*args, **(kwargs or {}))
-
-
-def count(fn) -> tuple[int, int, dict]:
-    """(aten ops, host syncs, syncs by name) of one call of ``fn``."""
-    ops, syncs = OpCount(), SyncCount()
-    with syncs, ops:
-        fn()
-    return ops.ops, syncs.syncs, syncs.by_name
 
 
 def count_core_step(model, prompt: list[int], settings, batch: int) -> dict:
@@ -83,8 +37,30 @@ def count_core_step(model, prompt: list[int], settings, batch: int) -> dict:
     for _ in range(WARM_STEPS):
         step(model, states)
     active = sum(not s.done for s in states)
-    ops, syncs, by_name = count(lambda: step(model, states))
-    return {"R": batch, "active": active, "aten_ops": ops, "syncs": syncs, "syncs_by": by_name}
+    counts = counting(lambda: step(model, states))
+    return {"R": batch, "active": active, **counts.to_dict()}
+
+
+def count_engine_step(bench, prompt: list[int], settings, batch: int) -> dict:
+    """One engine step with ``batch`` requests running, after ``WARM_STEPS`` steps."""
+    from .vllm_engine import sampling_params
+
+    engine = bench.llm.llm_engine
+    params = sampling_params(settings)
+    ids = [f"count-{batch}-{i}" for i in range(batch)]
+    for req_id in ids:
+        engine.add_request(req_id, {"prompt_token_ids": prompt}, params)
+    for _ in range(WARM_STEPS + 1):  # the first step admits them
+        engine.step()
+    bench.llm.collective_rpc("elastic_count_steps", args=(1,))
+    engine.step()
+    (counts,) = bench.llm.collective_rpc("elastic_step_counts")[:1]
+    engine.abort_request(ids)
+    while engine.has_unfinished_requests():
+        engine.step()
+    if not counts:
+        raise RuntimeError("the counted engine step decoded nothing")
+    return {"R": batch, "active": counts[0]["requests"], **counts[0]}
 
 
 def slope(rows: list[dict]) -> dict:
@@ -108,13 +84,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batches", default="1,4,16,64")
     ap.add_argument("--gen-length", type=int, default=256)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--engine", choices=("core", "vllm"), default="core")
     args = ap.parse_args(argv)
     model, tokenizer = load(args.model)
     prompt = encode_prompt(tokenizer, PROMPT)
-    report = {"command": " ".join(sys.argv), "methods": {}}
+    batches = [int(r) for r in args.batches.split(",")]
+    if args.engine == "vllm":
+        from .vllm_engine import VLLMBench
+
+        bench = VLLMBench(args.model, max_num_seqs=max(batches))
+
+        def count(settings, batch):
+            return count_engine_step(bench, prompt, settings, batch)
+    else:
+
+        def count(settings, batch):
+            return count_core_step(model, prompt, settings, batch)
+
+    report = {"command": " ".join(sys.argv), "engine": args.engine, "methods": {}}
     for method in args.methods.split(","):
         settings = DecodeSettings(method=method, gen_length=args.gen_length)
-        rows = [count_core_step(model, prompt, settings, int(r)) for r in args.batches.split(",")]
+        rows = [count(settings, r) for r in batches]
         report["methods"][method] = {"rows": rows, **slope(rows)}
         for row in rows:
             print(json.dumps({"method": method, **row}))

@@ -81,8 +81,9 @@ def forward_step(
         _write(pages.inputs[layer] if pages else None, lay.qx_write, h)
         target = batch.full_at(layer)
         if (target != lay.full).any():  # a refresh starts here: every row, from the cached inputs
-            lay = batch.layout(target)
-            h = _read(pages.inputs[layer], lay, batch)
+            new = batch.layout(target)
+            h = _relayout(h, pages.inputs[layer], batch.relayout(lay, new), new)
+            lay = new
         rows_computed += lay.counts
         cos, sin = model.rotary(lay.pos)  # [T, dh]
         q, k, v = block.project_qkv(h, cos, sin)  # [T, H, dh], [T, Hkv, dh] (this rank's heads)
@@ -120,10 +121,14 @@ def _write(page: torch.Tensor | None, cells, rows: torch.Tensor) -> None:
     page[blocks, :, offsets] = rows[index].reshape(index.shape[0], page.shape[1], page.shape[3])
 
 
-def _read(page: torch.Tensor, lay: Layout, batch: StepBatch) -> torch.Tensor:
-    """The layer inputs of every packed row from the pages: [T, d]."""
-    blocks = batch.block_tables[lay.seq, lay.pos // batch.block_size]  # [T]
-    return page[blocks, :, lay.pos % batch.block_size].flatten(1)  # [T, d]
+def _relayout(h: torch.Tensor, inputs: torch.Tensor, moves, new: Layout) -> torch.Tensor:
+    """The rows of the new layout: kept rows as they are, the rows of sequences starting their
+    refresh from the cached layer inputs ([nb, H, bs, d / H] pages). h: [T, d] -> [T', d]."""
+    keep_old, keep_new, rows, blocks, offsets = moves
+    out = h.new_empty(new.pos.shape[0], h.shape[1])  # [T', d]
+    out[keep_new] = h[keep_old]
+    out[rows] = inputs[blocks, :, offsets].flatten(1)
+    return out
 
 
 class _ProbeState:
@@ -142,7 +147,7 @@ class _ProbeState:
         ]
         self.can_test = np.array(ok)
         self.immediate = np.array([pr is not None and not pr.defer for pr in probes])
-        dev = batch._dev
+        dev = batch.to_device
         self.can_test_dev = dev(self.can_test)
         self.defer = dev(~self.immediate & batch.has_probe)
         self.gamma = dev(np.array([pr.gamma if pr else 0.0 for pr in probes], dtype=np.float64))

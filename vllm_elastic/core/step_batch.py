@@ -107,16 +107,16 @@ class StepBatch:
         self.refresh_from = np.array([p.refresh_from for p in plans], dtype=np.int64)
         tables = _pad([np.asarray(p.cache.block_ids if p.cache else [], np.int64) for p in plans])
         self.tables_np = np.maximum(tables, 0)  # [R, max_blocks]
-        self.block_tables = self._dev(self.tables_np)
-        self.seq_lens = self._dev(self.lengths)
+        self.block_tables = self.to_device(self.tables_np)
+        self.seq_lens = self.to_device(self.lengths)
         probes = [p.probe for p in plans]
         self.has_probe = np.array([pr is not None for pr in probes])
         self.tracked_pos = _pad([pr.tracked if pr is not None else _EMPTY for pr in probes])
         self.window_pos = _pad([pr.window if pr is not None else _EMPTY for pr in probes])
         self.track_num = max([pr.track_num for pr in probes if pr is not None], default=0)
-        self.ids = self._dev(np.concatenate([p.ids[p.rows] for p in plans]))  # [T0]
+        self.ids = self.to_device(np.concatenate([p.ids[p.rows] for p in plans]))  # [T0]
 
-    def _dev(self, a: np.ndarray) -> torch.Tensor:
+    def to_device(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
 
     def full_at(self, layer: int) -> np.ndarray:
@@ -138,17 +138,35 @@ class StepBatch:
             raise RuntimeError("a logit row was not computed in this forward")
         return Layout(
             full=full,
-            pos=self._dev(pos),
-            seq=self._dev(seq),
-            cu_rows=self._dev(cu),
+            pos=self.to_device(pos),
+            seq=self.to_device(seq),
+            cu_rows=self.to_device(cu),
             max_rows=int(counts.max()),
             counts=counts,
-            reads_cache=self._dev(self.has_cache & ~full),
-            window=self._dev(_lookup(where, self.window_pos)),
-            tracked=self._dev(_lookup(where, self.tracked_pos)),
+            reads_cache=self.to_device(self.has_cache & ~full),
+            window=self.to_device(_lookup(where, self.window_pos)),
+            tracked=self.to_device(_lookup(where, self.tracked_pos)),
             kv_write=self._writes(pos, seq, self.has_cache[seq]),
             qx_write=self._writes(pos, seq, self.keeps_inputs[seq]),
-            logit_index=self._dev(logit),
+            logit_index=self.to_device(logit),
+        )
+
+    def relayout(self, old: Layout, new: Layout):
+        """Row indices for moving to ``new``: (kept rows in ``old``, the same rows in ``new``, rows
+        of ``new`` that start their refresh, their blocks, their offsets)."""
+        switch = new.full & ~old.full  # [R]
+        old_cu = np.concatenate([[0], np.cumsum(old.counts)])
+        new_cu = np.concatenate([[0], np.cumsum(new.counts)])
+        kept = [s for s in range(self.num_seqs) if not switch[s]]
+        moved = [s for s in range(self.num_seqs) if switch[s]]
+        keep_old = _ranges(old_cu, kept, new.counts)
+        keep_new = _ranges(new_cu, kept, new.counts)
+        rows = _ranges(new_cu, moved, new.counts)
+        pos = np.concatenate([np.arange(self.plans[s].length) for s in moved] or [_EMPTY])
+        seq = np.repeat(moved, new.counts[moved]) if moved else _EMPTY
+        blocks = self.tables_np[seq, pos // self.block_size]
+        return tuple(
+            self.to_device(a) for a in (keep_old, keep_new, rows, blocks, pos % self.block_size)
         )
 
     def _writes(self, pos: np.ndarray, seq: np.ndarray, keep: np.ndarray):
@@ -156,14 +174,14 @@ class StepBatch:
         rows = np.nonzero(keep)[0]
         p, s = pos[rows], seq[rows]
         blocks = self.tables_np[s, p // self.block_size]
-        return self._dev(rows), self._dev(blocks), self._dev(p % self.block_size)
+        return self.to_device(rows), self.to_device(blocks), self.to_device(p % self.block_size)
 
     def tracked_cells(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Blocks and offsets of every tracked position [R, K] (absent ones: cell (0, 0))."""
         pos = np.maximum(self.tracked_pos, 0)
         rows = np.arange(self.num_seqs)[:, None]
         blocks = np.where(self.tracked_pos >= 0, self.tables_np[rows, pos // self.block_size], 0)
-        return self._dev(blocks), self._dev(pos % self.block_size)
+        return self.to_device(blocks), self.to_device(pos % self.block_size)
 
     def still_masked(self) -> torch.Tensor:
         """bool [R, max_len]: keys that cannot be most-attended."""
@@ -171,7 +189,7 @@ class StepBatch:
         for s, p in enumerate(self.plans):
             if p.probe is not None:
                 out[s, p.probe.still_masked] = True
-        return self._dev(out)
+        return self.to_device(out)
 
 
 _EMPTY = np.zeros(0, dtype=np.int64)
@@ -184,6 +202,12 @@ def _pad(arrays: list[np.ndarray]) -> np.ndarray:
     for i, a in enumerate(arrays):
         out[i, : a.shape[0]] = a
     return out
+
+
+def _ranges(cu: np.ndarray, seqs: list[int], counts: np.ndarray) -> np.ndarray:
+    """The packed row indices of ``seqs`` (each ``counts[s]`` rows from ``cu[s]``)."""
+    parts = [np.arange(cu[s], cu[s] + counts[s]) for s in seqs]
+    return np.concatenate(parts) if parts else _EMPTY
 
 
 def _lookup(where: np.ndarray, positions: np.ndarray) -> np.ndarray:

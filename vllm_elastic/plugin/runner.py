@@ -43,6 +43,7 @@ from ..core.decoders.base import DecodeState, RefreshCost
 from ..core.forward import no_reduce
 from ..core.generate import new_state, step
 from ..core.kv_pool import BlockTable, KVPool
+from ..core.op_count import OpCounts
 from . import settings, trace
 from .decisions import DecisionDigest
 from .metrics import PendingMetrics
@@ -119,6 +120,10 @@ class ElasticRunnerMixin:
         # our scheduler's output, grant every pending one) and the pending refreshes after it
         self.refresh_grants: set[str] | None = None
         self.refresh_requests: dict[str, RefreshCost] = {}
+        # op counting of whole engine steps (worker RPC ``elastic_count_steps``; bench/count_ops.py)
+        self.steps_to_count = 0
+        self.step_counts: list[dict] = []
+        self._counting: OpCounts | None = None
 
     def initialize_kv_cache_tensors(self, kv_cache_config, kernel_block_sizes, **kwargs):
         """Keep every layer's KV tensor, addressed by the scheduler's block ids (paged_cache.py)."""
@@ -137,10 +142,19 @@ class ElasticRunnerMixin:
         if isinstance(scheduler_output, ElasticSchedulerOutput):
             self.refresh_grants = scheduler_output.refresh_grants
         self.refresh_requests = {}
+        if self.steps_to_count and self.step_pending:
+            self._counting = OpCounts()
+            self._counting.start()
         return super().execute_model(scheduler_output, intermediate_tensors)
 
     def sample_tokens(self, grammar_output):
         output = super().sample_tokens(grammar_output)
+        if self._counting is not None:
+            self._counting.stop()
+            self.step_counts.append(
+                {"requests": self.input_batch.num_reqs, **self._counting.to_dict()}
+            )
+            self._counting, self.steps_to_count = None, self.steps_to_count - 1
         if type(output) is ModelRunnerOutput and self.refresh_requests:  # extend copies: never
             # mutates vLLM's shared EMPTY_MODEL_RUNNER_OUTPUT
             output = extend(output, ElasticRunnerOutput, refresh_requests=self.refresh_requests)

@@ -30,6 +30,15 @@ class ElasticWorkerMixin:
             "decision_steps": self.model_runner.decisions.steps,
         }
 
+    def elastic_count_steps(self, steps: int) -> None:
+        """Count the aten ops and host syncs of the next ``steps`` engine steps that decode
+        (``core/op_count.py``); ``elastic_step_counts`` returns them."""
+        self.model_runner.steps_to_count = steps
+        self.model_runner.step_counts = []
+
+    def elastic_step_counts(self) -> list[dict]:
+        return list(self.model_runner.step_counts)
+
     def elastic_metrics_drain(self) -> dict | None:
         """Observations for the server's /metrics since the last call (``plugin/metrics.py``);
         None on ranks other than 0 (every TP rank makes the same decisions)."""

@@ -1,0 +1,147 @@
+"""Engine efficiency: how close the plugin runs to plain packed compute, beside stock vLLM's AR speed.
+
+  python -m vllm_elastic.bench.efficiency models/llada-tiny --methods elastic,fastdllm \
+      --concurrency 1,16 --num-prompts 32 --gen-length 256 --json efficiency.json
+
+For each method and concurrency C, the layer-rows per second the plugin computes (the runner's own
+per-request ``rows_computed`` summed over a run of the held-out prompts, at most C in flight, over
+the run's wall time) divided by the layer-rows per second of one bare no-cache forward of the same
+model at batch C on canvases of the same length, timed in the same process after the engine runs.
+1.0: the engine runs at the speed of plain packed compute; the gap is the engine's overhead (host
+work, syncs, padding, per-request loops).
+
+``--ar-reference``: stock vLLM serving an autoregressive Llama of the same shape (random weights,
+written with transformers into a temporary folder) at the same concurrencies and output lengths, as
+a reference line for tokens/s (a diffusion decoder computes many rows per committed token; an AR
+model one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import torch
+
+from ..tasks import load_jsonl
+from ..tasks.prompting import encode_prompt
+from .vllm_engine import DEFAULT_CPU_KV_GIB
+
+TIMED_FORWARDS = 3  # the bare forward is timed this many times; the median counts
+
+
+def engine_rows(model_dir: str, prompts, methods, concurrencies, gen_length: int) -> list[dict]:
+    """Layer-rows per second and tokens per second of the plugin, per method and concurrency."""
+    from vllm import LLM, SamplingParams
+
+    from ..plugin.stats import request_stats
+
+    llm = LLM(model=model_dir, dtype="float32", enforce_eager=True, max_num_seqs=max(concurrencies))
+    rows = []
+    for method in methods:
+        params = SamplingParams(max_tokens=gen_length, extra_args={"method": method})
+        llm.generate([{"prompt_token_ids": p} for p in prompts[:2]], params, use_tqdm=False)
+        for c in concurrencies:
+            outs, start = [], time.perf_counter()
+            for lo in range(0, len(prompts), c):  # waves of c requests in flight
+                wave = [{"prompt_token_ids": p} for p in prompts[lo : lo + c]]
+                outs += llm.generate(wave, params, use_tqdm=False)
+            wall = time.perf_counter() - start
+            stats = request_stats(llm, outs)
+            rows.append({
+                "method": method, "concurrency": c, "wall_s": wall,
+                "layer_rows": sum(s["rows_computed"] for s in stats if s),
+                "tokens": sum(len(o.outputs[0].token_ids) for o in outs),
+            })
+    del llm
+    return rows
+
+
+def bare_rows_per_s(model, batch: int, length: int) -> float:
+    """Layer-rows per second of one no-cache forward at [batch, length] (median of a few)."""
+    ids = torch.randint(3, model.config.vocab_size, (batch, length))
+    times = []
+    with torch.inference_mode():
+        model(ids)  # warm
+        for _ in range(TIMED_FORWARDS):
+            start = time.perf_counter()
+            model(ids)
+            times.append(time.perf_counter() - start)
+    return batch * length * model.num_layers / sorted(times)[len(times) // 2]
+
+
+def ar_reference(model_cfg, concurrencies, num_prompts: int, gen_length: int, prompt_len: int):
+    """Tokens/s of stock vLLM on a random Llama of the same shape (no plugin runner: not LLaDA)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from vllm import LLM, SamplingParams
+
+    cfg = LlamaConfig(
+        hidden_size=model_cfg.d_model, num_attention_heads=model_cfg.n_heads,
+        num_key_value_heads=model_cfg.n_kv_heads, num_hidden_layers=model_cfg.n_layers,
+        intermediate_size=model_cfg.mlp_hidden_size, vocab_size=model_cfg.vocab_size,
+        max_position_embeddings=model_cfg.max_sequence_length, torch_dtype="float32",
+    )
+    out = []
+    with tempfile.TemporaryDirectory() as folder:
+        LlamaForCausalLM(cfg).save_pretrained(folder)
+        llm = LLM(model=folder, dtype="float32", enforce_eager=True, skip_tokenizer_init=True,
+                  max_num_seqs=max(concurrencies))
+        params = SamplingParams(max_tokens=gen_length, ignore_eos=True, temperature=0)
+        prompt = {"prompt_token_ids": list(range(3, 3 + prompt_len))}
+        for c in concurrencies:
+            start, tokens = time.perf_counter(), 0
+            for lo in range(0, num_prompts, c):
+                outs = llm.generate([prompt] * min(c, num_prompts - lo), params, use_tqdm=False)
+                tokens += sum(len(o.outputs[0].token_ids) for o in outs)
+            wall = time.perf_counter() - start
+            out.append({"method": "ar-llama (stock vLLM)", "concurrency": c,
+                        "tokens_per_s": tokens / wall})
+        del llm
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..eval.runner import load
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("model")
+    ap.add_argument("--methods", default="elastic,fastdllm")
+    ap.add_argument("--concurrency", default="1,16")
+    ap.add_argument("--num-prompts", type=int, default=32)
+    ap.add_argument("--gen-length", type=int, default=256)
+    ap.add_argument("--data", default="data/arith_test.jsonl")
+    ap.add_argument("--ar-reference", action="store_true")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", DEFAULT_CPU_KV_GIB)
+    model, tokenizer = load(args.model)
+    problems = load_jsonl(args.data)[: args.num_prompts]
+    prompts = [encode_prompt(tokenizer, p["prompt"]) for p in problems]
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    rows = engine_rows(args.model, prompts, args.methods.split(","), concurrencies,
+                       args.gen_length)
+    length = round(sum(map(len, prompts)) / len(prompts)) + args.gen_length
+    bare = {c: bare_rows_per_s(model, c, length) for c in concurrencies}
+    for r in rows:
+        r["rows_per_s"] = r["layer_rows"] / r["wall_s"]
+        r["tokens_per_s"] = r["tokens"] / r["wall_s"]
+        r["bare_rows_per_s"] = bare[r["concurrency"]]
+        r["efficiency"] = r["rows_per_s"] / r["bare_rows_per_s"]
+        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}))
+    if args.ar_reference:
+        plen = round(sum(map(len, prompts)) / len(prompts))
+        for r in ar_reference(model.config, concurrencies, len(prompts), args.gen_length, plen):
+            rows.append(r)
+            print(json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in r.items()}))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"command": " ".join(sys.argv), "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
