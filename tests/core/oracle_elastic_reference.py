@@ -156,6 +156,7 @@ def elastic_reference(
         logits = _elastic_forward(ref, cache, x, st, trace, knobs)
         trace.count_forward(st.rows_per_layer, st.start)
         tracked = sorted({p for layer in st.most_attended for p in layer})
+        trace.tracked.append(tracked)
         if refresh_mode == "deferred" and st.triggered_from is not None:
             pending = st.triggered_from
         conf, tokens = confidence(trace, logits)

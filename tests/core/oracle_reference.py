@@ -42,6 +42,7 @@ class Trace:
     similarities: list[float] = field(default_factory=list)  # every drift test's similarity
     refresh_starts: list[int] = field(default_factory=list)  # per forward: first full layer or -1
     query_rows: list[int] = field(default_factory=list)  # per forward: rows computed at layer 0
+    tracked: list[list[int]] = field(default_factory=list)  # per forward: Elastic's tracked keys
     # closest calls (smallest margins) of the decisions a float-level difference could flip
     gamma_margin: float = math.inf  # |similarity - gamma| over every drift test
     threshold_margin: float = math.inf  # |conf - threshold| over candidates of threshold commits

@@ -24,7 +24,8 @@ EOS = 60  # an id this random model commits for some of the prompts and not for 
 BASE = dict(gen_length=48, window=8, threshold=0.3)  # window 8 of a 48-token canvas
 
 # id -> (knobs, what the case must exercise). "drift": refreshes start at >= 2 distinct layers;
-# "eos": some prompts end by EOS and some do not; "parallel": a step commits several tokens.
+# "eos": some prompts end by EOS and some do not; "parallel": a step commits several tokens;
+# "post-eos": a position after the first EOS was tracked.
 CASES = {
     "track1": (dict(gamma=0.9, track_num=1), {"drift", "eos", "parallel"}),
     "track3": (dict(gamma=0.88, track_num=3), {"drift", "eos", "parallel"}),
@@ -34,6 +35,9 @@ CASES = {
     "key-cosine": (dict(gamma=0.865, track_num=3, cosine="key"), {"drift"}),
     "top-k-commit": (dict(gamma=0.87, tokens_per_step=2), {"drift", "parallel"}),
     "early-stop": (dict(gamma=0.9, early_stop=True), {"drift", "eos"}),
+    # after the first EOS the later positions leave the masked set but stay MASK: they can be
+    # most-attended (tracked) from then on, as in the authors' code
+    "post-eos-tracking": (dict(gamma=0.905, window=16, track_num=3), {"drift", "eos", "post-eos"}),
     "refresh-always": (dict(refresh="always"), {"eos"}),
     "refresh-never": (dict(refresh="never"), {"eos", "parallel"}),
 }
@@ -57,9 +61,9 @@ def prompts():
 
 def check_batch(model, prompts, knobs: dict, needs: set[str]):
     """Decode ``prompts`` in one batch and each alone with the reference; compare; check paths."""
-    settings = DecodeSettings(method="elastic", **BASE, **knobs)
-    results = generate(model, prompts, settings)
-    traces = [elastic_reference(model, p, **BASE, **knobs) for p in prompts]
+    knobs = {**BASE, **knobs}
+    results = generate(model, prompts, DecodeSettings(method="elastic", **knobs))
+    traces = [elastic_reference(model, p, **knobs) for p in prompts]
     for i, (trace, result) in enumerate(zip(traces, results, strict=True)):
         assert_same_decode(trace, result, MASK_ID, model.config.eos_token_id, f"prompt {i}")
         assert result.stats.refresh_wait_steps == 0  # generate grants every deferred refresh
@@ -68,6 +72,8 @@ def check_batch(model, prompts, knobs: dict, needs: set[str]):
         assert any(len(s) >= 2 for s in starts), f"refresh start layers per prompt: {starts}"
     if "eos" in needs:
         assert {t.output(MASK_ID, model.config.eos_token_id)[1] for t in traces} == {True, False}
+    if "post-eos" in needs:  # a tracked key still holds MASK at the end: it lies after the EOS
+        assert any(t.canvas[k] == MASK_ID for t in traces for step in t.tracked for k in step)
     if "parallel" in needs:
         assert max(t.max_commit for t in traces) > 1
     return traces

@@ -26,7 +26,8 @@ from vllm_elastic.core.settings import DecodeSettings
 
 EOS = 60  # an id this random model commits for some of the prompts and not for the others
 FAST = dict(gen_length=48, block_length=16, threshold=0.3)  # three blocks
-LLADA = dict(gen_length=48, block_length=16, steps=24)  # 8 steps of 2 tokens per block
+# 10 steps per block for 16 masks: the first 6 steps commit 2 tokens, the last 4 one
+LLADA = dict(gen_length=48, block_length=16, steps=30)
 
 REFERENCES = {"fastdllm": fastdllm_reference, "llada": llada_reference}
 
