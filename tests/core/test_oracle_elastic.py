@@ -87,6 +87,15 @@ def test_elastic_equals_reference(gqa_model, prompts, case):
         assert all(t.refreshes == [t.nfe - 1] * 4 for t in traces)
     if knobs.get("refresh") == "never":
         assert all(sum(t.refreshes) == 0 for t in traces)
+    if knobs.get("early_stop"):  # the same answers; fewer forwards where a later step commits
+        # an EOS before the first one (the masked set was cut at the first, not at the earliest)
+        late = [
+            elastic_reference(gqa_model, p, **BASE, **dict(knobs, early_stop=False))
+            for p in prompts
+        ]
+        eos = gqa_model.config.eos_token_id
+        assert [t.output(MASK_ID, eos) for t in traces] == [f.output(MASK_ID, eos) for f in late]
+        assert any(t.nfe < f.nfe for t, f in zip(traces, late, strict=True))
 
 
 def test_elastic_mha_equals_reference(prompts):
