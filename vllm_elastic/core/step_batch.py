@@ -114,7 +114,10 @@ class StepBatch:
         self.tracked_pos = _pad([pr.tracked if pr is not None else _EMPTY for pr in probes])
         self.window_pos = _pad([pr.window if pr is not None else _EMPTY for pr in probes])
         self.track_num = max([pr.track_num for pr in probes if pr is not None], default=0)
-        self.ids = self.to_device(np.concatenate([p.ids[p.rows] for p in plans]))  # [T0]
+        # the ids of the first layout's rows (in its order: a sequence computing every position
+        # packs them by position, whatever the order of its planned rows)
+        first = [p.ids if p.all_rows else p.ids[p.rows] for p in plans]
+        self.ids = self.to_device(np.concatenate(first))  # [T0]
 
     def to_device(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
