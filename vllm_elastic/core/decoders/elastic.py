@@ -23,7 +23,7 @@ from ..cache import CacheFactory, LayerCache
 from ..config import LLaDAConfig
 from ..forward import ElasticProbe, SeqPlan
 from ..settings import DecodeSettings
-from .base import CanvasState, DecodeResult, RefreshCost
+from .base import CanvasState, RefreshCost
 
 NO_DRIFT_TEST = -1.0  # a gamma no similarity falls below
 
@@ -95,7 +95,7 @@ class ElasticState(CanvasState):
         self.tracked = torch.unique(torch.cat(self._probe.most_attended))  # union over layers
         if self._probe.deferred_from is not None:  # several waiting triggers: the lowest layer
             self._pending_from = min(self._pending_from, self._probe.deferred_from)
-        conf, tokens = policy.confidence(logits)
+        conf, tokens = policy.confidence(logits, c.mask_id)
         keep = policy.commit_mask(conf, s.threshold, s.tokens_per_step)
         committed, values = window[keep], tokens[keep]
         c.x[committed] = values
@@ -109,6 +109,7 @@ class ElasticState(CanvasState):
         self.step += 1
         self.done = self.masked.numel() == 0
         self.done = self.done or (s.early_stop and self.canvas.answered())
+        self.end_step()
 
     def _take_granted_refresh(self) -> int:
         """The layer this step refreshes from: the pending one if granted, else none (L)."""
@@ -120,10 +121,6 @@ class ElasticState(CanvasState):
             self.stats.refresh_wait_steps += 1
         self._granted = False
         return layer
-
-    def result(self) -> DecodeResult:
-        tokens, eos = self.canvas.generated()
-        return DecodeResult(tokens, self.stats, eos)
 
 
 def _ordered_union(tracked: torch.Tensor, newdec: torch.Tensor, window: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from ..cache import CacheFactory, LayerCache
 from ..config import LLaDAConfig
 from ..forward import SeqPlan
 from ..settings import DecodeSettings
-from .base import CanvasState, DecodeResult, NoDeferredRefresh
+from .base import CanvasState, NoDeferredRefresh
 
 
 class FastDLLMState(NoDeferredRefresh, CanvasState):
@@ -59,7 +59,7 @@ class FastDLLMState(NoDeferredRefresh, CanvasState):
         lo, hi = self._block_span()
         block = self.canvas.x[lo:hi]  # view
         is_masked = block == self.canvas.mask_id
-        conf, tokens = policy.confidence(logits[is_masked])
+        conf, tokens = policy.confidence(logits[is_masked], self.canvas.mask_id)
         keep = policy.commit_mask(conf, self.settings.threshold, self.settings.tokens_per_step)
         positions = is_masked.nonzero().squeeze(-1)[keep]
         block[positions] = tokens[keep]
@@ -68,7 +68,4 @@ class FastDLLMState(NoDeferredRefresh, CanvasState):
             self.block, self.block_started = self.block + 1, False
             self.done = self.block == self.num_blocks
         self.done = self.done or (self.settings.early_stop and self.canvas.answered())
-
-    def result(self) -> DecodeResult:
-        tokens, eos = self.canvas.generated()
-        return DecodeResult(tokens, self.stats, eos)
+        self.end_step()

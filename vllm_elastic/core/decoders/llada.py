@@ -14,7 +14,7 @@ from .. import policy
 from ..config import LLaDAConfig
 from ..forward import SeqPlan
 from ..settings import DecodeSettings
-from .base import CanvasState, DecodeResult, NoDeferredRefresh
+from .base import CanvasState, NoDeferredRefresh
 
 
 class LLaDAState(NoDeferredRefresh, CanvasState):
@@ -42,7 +42,7 @@ class LLaDAState(NoDeferredRefresh, CanvasState):
         if self.step_in_block == 0:
             self.schedule = policy.num_transfer_tokens(int(is_masked[lo:hi].sum()), self.steps_per_block)
         noisy = policy.add_gumbel_noise(logits, s.temperature, self.generator)
-        x0 = noisy.argmax(dim=-1)  # [G]
+        x0 = policy.forbid_mask(noisy, c.mask_id).argmax(dim=-1)  # [G] never MASK
         if s.remasking == "low_confidence":
             probs = torch.softmax(logits.double(), dim=-1)  # [G, V]
             x0_conf = probs.gather(-1, x0[:, None]).squeeze(-1)  # [G]
@@ -59,7 +59,8 @@ class LLaDAState(NoDeferredRefresh, CanvasState):
             self.block, self.step_in_block = self.block + 1, 0
             self.done = self.block == self.num_blocks
         self.done = self.done or (s.early_stop and self.canvas.answered())
+        self.end_step()
 
-    def result(self) -> DecodeResult:
-        tokens, eos = self.canvas.generated()
-        return DecodeResult(tokens, self.stats, eos)
+    def step_bound(self) -> int:
+        """Its schedule: ``steps`` forwards, then it is done."""
+        return self.settings.num_steps
