@@ -32,15 +32,22 @@ def _core(model, tokenizer, extra: dict):
     return r
 
 
-def _cap_with_tokens_in_last_step(model, tokenizer, extra: dict) -> dict:
-    """``extra`` with the first max_steps at which the last step hands out tokens and the decode
+@pytest.fixture(scope="module")
+def cut_after_tokens(model, tokenizer) -> dict:
+    """``ELASTIC`` with the first max_steps at which the last step hands out tokens and the decode
     is still cut short (the scheduler then ends it on those tokens, not on an empty output)."""
-    before = []
-    for k in range(1, MAX_TOKENS):
-        r = _core(model, tokenizer, {**extra, "max_steps": k})
-        if r.step_limited and len(r.tokens) > len(before):
-            return {**extra, "max_steps": k}
-        before = r.tokens
+    from vllm_elastic.core.generate import new_state, step
+    from vllm_elastic.core.settings import DecodeSettings
+
+    s = DecodeSettings.from_dict({**ELASTIC, "gen_length": MAX_TOKENS, "early_stop": True})
+    state = new_state(model, tokenizer(PROMPT)["input_ids"], s)
+    handed_out = 0
+    while not state.done:
+        step(model, [state])
+        prefix, _ = state.canvas.generated()
+        if len(prefix) > handed_out and state.canvas.incomplete():
+            return {**ELASTIC, "max_steps": state.steps_taken}
+        handed_out = len(prefix)
     raise AssertionError("no step bound cuts this decode after handing out tokens")
 
 
@@ -55,8 +62,10 @@ def _idle(server, timeout: float = 60.0) -> dict[str, float]:
 
 
 @pytest.mark.parametrize("name", [*CAPPED, "tokens-in-last-step"])
-def test_step_limited_request_ends_with_its_reason(server, client, model, tokenizer, name):
-    extra = CAPPED.get(name) or _cap_with_tokens_in_last_step(model, tokenizer, ELASTIC)
+def test_step_limited_request_ends_with_its_reason(
+    server, client, model, tokenizer, cut_after_tokens, name
+):
+    extra = CAPPED.get(name) or cut_after_tokens
     want = _core(model, tokenizer, extra)
     assert want.step_limited  # the core ends it at the bound with masks left
     before = server.metric(LIMITED)
@@ -74,10 +83,12 @@ def test_step_limited_request_ends_with_its_reason(server, client, model, tokeni
     assert not any(_idle(server).values())  # blocks, running slot and decode state freed
 
 
-def test_step_limited_stream_ends_with_its_reason(server, client, model, tokenizer):
+def test_step_limited_stream_ends_with_its_reason(
+    server, client, model, tokenizer, cut_after_tokens
+):
     """NOTE: vLLM sends no chunk at all for a stream that ends with no token (none to carry the
     finish_reason), so this stream is capped where tokens were handed out."""
-    extra = _cap_with_tokens_in_last_step(model, tokenizer, ELASTIC)
+    extra = cut_after_tokens
     stream = client.completions.create(
         model=MODEL_NAME,
         prompt=PROMPT,

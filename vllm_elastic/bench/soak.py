@@ -6,8 +6,9 @@ everything it held.
 
 Phases (``tests/server/test_soak.py`` runs them on the tiny model and asserts on the report):
 
-1. warm-up: a burst of the load at the top concurrency, so that the server's memory reaches its
-   working size; then the baseline of the server's resident memory (psutil, the process tree);
+1. warm-up: ``--warmup-seconds`` of the same mix at the top concurrency, so that the server's
+   memory reaches its working size; then the baseline of the server's resident memory (psutil,
+   the process tree, also per process);
 2. load: async clients (``httpx``) whose number rises step by step to ``--max-concurrency``, each
    sending the next request of a seeded mix (``soak_workload.py``) as soon as its last one ended,
    until ``--seconds`` pass or ``--max-requests`` are sent. A sampler reads ``/metrics`` and the
@@ -71,7 +72,7 @@ class SoakConfig:
     max_requests: int = 2000
     max_concurrency: int = 16
     concurrency_steps: int = 5
-    warmup_requests: int = 24
+    warmup_seconds: float = 30.0
     pool_size: int = 18
     max_canvas: int = 448
     seed: int = 0
@@ -139,7 +140,9 @@ class Sampler:
         row = {"t": round(time.monotonic() - self.t0, 2)}
         for key, name in GAUGES.items():
             row[key] = metric(text, name)
-        row["rss_mib"] = rss_mib(self.server_pid)
+        by_process = rss_by_process(self.server_pid)
+        row["rss_mib"] = round(sum(by_process.values()), 1)
+        row["rss_by_process"] = by_process
         self.samples.append(row)
         return row
 
@@ -158,20 +161,20 @@ def metric(text: str, name: str) -> float:
     return sum(float(v) for v in pattern.findall(text))
 
 
-def rss_mib(pid: int | None) -> float:
-    """Resident memory of the process and all its descendants, in MiB (0 without a pid)."""
+def rss_by_process(pid: int | None) -> dict[str, float]:
+    """Resident memory (MiB) of the process and each descendant, by ``name:pid`` (none: {})."""
     if pid is None:
-        return 0.0
+        return {}
     import psutil
 
     root = psutil.Process(pid)
-    total = 0
+    found = {}
     for proc in [root, *root.children(recursive=True)]:
         try:
-            total += proc.memory_info().rss
+            found[f"{proc.name()}:{proc.pid}"] = round(proc.memory_info().rss / 2**20, 1)
         except psutil.NoSuchProcess:  # ended between the listing and the read
             pass
-    return total / 2**20
+    return found
 
 
 async def _load(
@@ -222,12 +225,12 @@ async def soak(cfg: SoakConfig) -> dict[str, Any]:
     timeout = httpx.Timeout(REQUEST_TIMEOUT_S, connect=10.0)
     async with httpx.AsyncClient(base_url=cfg.url, limits=limits, timeout=timeout) as client:
         sampler = Sampler(client, cfg.server_pid)
-        warm_sends = draw_sends(rng, pool, 0, cfg.warmup_requests)
-        warm = await _load(client, cfg, warm_sends, REQUEST_TIMEOUT_S, ramp=False)
+        warm_sends = draw_sends(rng, pool, 0, cfg.max_requests)
+        warm = await _load(client, cfg, warm_sends, cfg.warmup_seconds, ramp=False)
         baseline = await wait_idle(sampler)
         stop = asyncio.Event()
         sampling = asyncio.create_task(sampler.run(stop))
-        sends = draw_sends(rng, pool, cfg.warmup_requests, cfg.max_requests)
+        sends = draw_sends(rng, pool, len(warm_sends), cfg.max_requests)
         t_load = time.monotonic()
         loaded = await _load(client, cfg, sends, cfg.seconds, ramp=True)
         load_s = time.monotonic() - t_load
@@ -238,7 +241,9 @@ async def soak(cfg: SoakConfig) -> dict[str, Any]:
         for spec in pool:  # one at a time: the answer each gets alone
             alone[spec] = await send_one(client, Send(-1, spec), cfg.model)
         end = await wait_idle(sampler)
-    return summarize(cfg, warm + loaded, alone, baseline, after_load, end, sampler, load_s)
+    report = summarize(cfg, warm + loaded, alone, baseline, after_load, end, sampler, load_s)
+    report["warmup_requests"] = len(warm)
+    return report
 
 
 def summarize(cfg, outcomes, alone, baseline, after_load, end, sampler, load_s) -> dict[str, Any]:
