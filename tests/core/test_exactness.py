@@ -24,7 +24,7 @@ def nocache_window_decode(model, prompt, gen_length, window, threshold) -> list[
     eos_seen = False
     while masked.numel():
         win = masked[:window]
-        conf, tok = policy.confidence(full_logits(model, x)[win])
+        conf, tok = policy.confidence(full_logits(model, x)[win], MASK_ID)
         keep = policy.threshold_commit(conf, threshold)
         x[win[keep]] = tok[keep]
         masked = masked[~torch.isin(masked, win[keep])]
@@ -40,7 +40,7 @@ def nocache_block_decode(model, prompt, gen_length, block, threshold) -> list[in
     for lo in range(len(prompt), x.numel(), block):
         while bool((x[lo : lo + block] == MASK_ID).any()):
             is_masked = (x[lo : lo + block] == MASK_ID).nonzero().squeeze(-1) + lo
-            conf, tok = policy.confidence(full_logits(model, x)[is_masked])
+            conf, tok = policy.confidence(full_logits(model, x)[is_masked], MASK_ID)
             keep = policy.threshold_commit(conf, threshold)
             x[is_masked[keep]] = tok[keep]
     return x[len(prompt) :].tolist()

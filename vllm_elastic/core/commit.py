@@ -38,16 +38,18 @@ class SeqResult:
     similarity: np.ndarray  # [L] drift similarity per layer (NaN: not tested)
 
 
-def commit(obs: StepObservation, plans: list[SeqPlan]) -> list[SeqResult]:
-    """Apply every sequence's commit rule to its logit rows; one host copy of all results."""
+def commit(obs: StepObservation, plans: list[SeqPlan], mask_id: int) -> list[SeqResult]:
+    """Apply every sequence's commit rule to its logit rows; one host copy of all results.
+
+    The token committed is never ``mask_id`` (``policy.forbid_mask``)."""
     logits, counts = obs.logits, obs.logit_counts  # [O, V], [R]
     device, num_seqs = logits.device, len(plans)
-    conf, tokens = policy.confidence(logits)  # [O] float64, [O]
+    conf, tokens = policy.confidence(logits, mask_id)  # [O] float64, [O]
     starts = np.concatenate([[0], np.cumsum(counts)])
     for s, plan in enumerate(plans):
         if plan.commit.sampled:
             lo, hi = int(starts[s]), int(starts[s + 1])
-            conf[lo:hi], tokens[lo:hi] = _sampled(logits[lo:hi], plan)
+            conf[lo:hi], tokens[lo:hi] = _sampled(logits[lo:hi], plan, mask_id)
     seg = torch.from_numpy(np.repeat(np.arange(num_seqs), counts)).to(device)  # [O]
     local = torch.from_numpy(np.arange(int(starts[-1])) - np.repeat(starts[:-1], counts))
     local = local.to(device)
@@ -63,11 +65,14 @@ def commit(obs: StepObservation, plans: list[SeqPlan]) -> list[SeqResult]:
     return _unpack(packed, obs, counts, num_seqs)
 
 
-def _sampled(logits: torch.Tensor, plan: SeqPlan) -> tuple[torch.Tensor, torch.Tensor]:
-    """LLaDA's sampled x0 and its confidence (generate.py): Gumbel-noised argmax, then
-    softmax(logits)[x0] (low_confidence) or a uniform draw (random)."""
+def _sampled(
+    logits: torch.Tensor, plan: SeqPlan, mask_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """LLaDA's sampled x0 and its confidence (generate.py): Gumbel-noised argmax (never MASK),
+    then softmax(logits)[x0] (low_confidence) or a uniform draw (random)."""
     rule = plan.commit
-    x0 = policy.add_gumbel_noise(logits, rule.temperature, rule.generator).argmax(-1)  # [O]
+    noisy = policy.add_gumbel_noise(logits, rule.temperature, rule.generator)  # [O, V]
+    x0 = policy.forbid_mask(noisy, mask_id).argmax(-1)  # [O]
     if rule.random_confidence:
         conf = torch.rand(
             x0.shape, dtype=torch.float64, generator=rule.generator, device=x0.device

@@ -101,7 +101,8 @@ def step(
             state.grant_refresh()
     for group, pages in _by_pages(active):
         plans = [s.plan() for s in group]
-        results = commit(forward_step(model, plans, pages, reduce), plans)
+        obs = forward_step(model, plans, pages, reduce)
+        results = commit(obs, plans, model.config.mask_token_id)
         for state, plan, result in zip(group, plans, results):
             _account(state.stats, plan, result, model.num_layers)
             state.advance(result)

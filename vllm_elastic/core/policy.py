@@ -15,10 +15,29 @@ COSINE_MODES = (COSINE_OVER_HEADS, COSINE_OVER_KEYS)
 COSINE_EPS = 1e-8  # F.cosine_similarity's default: norms below it are clamped
 
 
-def confidence(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Max softmax probability and its token, in float64. logits: [R, V] -> conf [R], tokens [R]."""
-    probs = torch.softmax(logits.double(), dim=-1)  # [R, V]
-    conf, tokens = probs.max(dim=-1)
+def forbid_mask(scores: torch.Tensor, mask_id: int) -> torch.Tensor:
+    """``scores`` ([..., V] logits or probabilities) with the MASK column at -inf (a copy).
+
+    NOTE: the one place where every decoder differs from its reference sampler. LLaDA's, Fast-dLLM's
+    and Elastic-Cache's code take the argmax over the whole vocabulary, MASK included; a model whose
+    most likely token at a masked position is MASK itself then "commits" MASK, the position stays
+    masked and nothing moves: Fast-dLLM and Elastic-Cache repeat the step for ever, LLaDA ends with
+    masks in its output. Taking the best token other than MASK guarantees that each commit fills a
+    position. The confidence of that token is still its probability under the full softmax, so
+    whenever the reference's choice is not MASK, the decision is exactly the reference's.
+    """
+    out = scores.clone()
+    out[..., mask_id] = -torch.inf
+    return out
+
+
+def confidence(logits: torch.Tensor, mask_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Max softmax probability over the tokens other than MASK, and that token, in float64.
+
+    logits: [R, V] -> conf [R], tokens [R] (``forbid_mask``: never ``mask_id``).
+    """
+    probs = torch.softmax(logits.double(), dim=-1)  # [R, V] the full distribution
+    conf, tokens = forbid_mask(probs, mask_id).max(dim=-1)  # [R], [R]
     return conf, tokens
 
 

@@ -13,7 +13,7 @@ FASTDLLM_CACHES = ("none", "prefix", "dual")
 REFRESH_POLICIES = ("drift", "always", "never")
 REFRESH_MODES = ("immediate", "deferred")
 
-OPTIONAL_INTS = ("steps", "tokens_per_step")
+OPTIONAL_INTS = ("steps", "tokens_per_step", "max_steps")
 DEFAULT_WINDOW = 16  # Elastic-Cache window_length (β)
 DEFAULT_THRESHOLD = 0.9  # confidence threshold τ (Elastic-Cache and Fast-dLLM)
 DEFAULT_GAMMA = 0.9  # drift threshold γ
@@ -27,6 +27,9 @@ class DecodeSettings:
     # stop once the answer up to its first EOS is committed (what a serving engine does; the output
     # is unchanged). Off by default: the reference sampler and Fast-dLLM decode every block.
     early_stop: bool = False
+    # a cap on the denoising steps of one decode, below the bound its canvas sets (gen_length;
+    # llada: its steps). A decode that reaches it ends with the positions still masked left out.
+    max_steps: int | None = None
     # elastic (research/elastic_cache.md §1.4)
     window: int = DEFAULT_WINDOW
     threshold: float = DEFAULT_THRESHOLD
@@ -69,6 +72,8 @@ class DecodeSettings:
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
         if self.tokens_per_step is not None and self.tokens_per_step <= 0:
             raise ValueError(f"tokens_per_step must be > 0, got {self.tokens_per_step}")
+        if self.max_steps is not None and self.max_steps <= 0:
+            raise ValueError(f"max_steps must be > 0, got {self.max_steps}")
         if self.track_num <= 0:
             raise ValueError(f"track_num must be > 0, got {self.track_num}")
         if self.temperature < 0:

@@ -18,7 +18,11 @@ Exported (``model_name`` label as vLLM's own):
 - ``vllm_elastic:tokens_committed_per_step`` histogram: tokens one request committed in one step;
 - ``vllm_elastic:layer_refreshes_total{layer}`` counter: per layer, the steps that recomputed it for
   every row (a refresh from layer l counts at every layer >= l);
-- ``vllm_elastic:requests_total`` counter: finished requests these numbers cover.
+- ``vllm_elastic:requests_total`` counter: finished requests these numbers cover;
+- ``vllm_elastic:requests_step_limited_total`` counter: requests ended by their step bound with
+  positions still masked (finish_reason "length", stop_reason "step_limit"; a log line each);
+- ``vllm_elastic:live_decodes`` gauge: per-request decode states the worker holds (running
+  requests, and finished ones until the next engine step frees them): 0 on an idle server.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class PendingMetrics:
     tokens_per_step: list[int] = field(default_factory=list)  # one per (request, decoding step)
     requests: list[dict[str, Any]] = field(default_factory=list)  # ComputeStats.to_dict() each
     dropped: int = 0
+    step_limited: int = 0  # requests ended by their step bound
 
     def observe_step(self, committed: int) -> None:
         self.tokens_per_step.append(committed)
@@ -53,10 +58,11 @@ class PendingMetrics:
             del self.requests[0]
             self.dropped += 1
 
-    def drain(self) -> dict[str, Any]:
+    def drain(self, live_decodes: int) -> dict[str, Any]:
+        """The observations since the last drain, and the worker's live decode states now."""
         out = {"tokens_per_step": self.tokens_per_step, "requests": self.requests}
-        out["dropped"] = self.dropped
-        self.tokens_per_step, self.requests, self.dropped = [], [], 0
+        out.update(dropped=self.dropped, step_limited=self.step_limited, live_decodes=live_decodes)
+        self.tokens_per_step, self.requests, self.dropped, self.step_limited = [], [], 0, 0
         return out
 
 
@@ -64,7 +70,7 @@ class ElasticPrometheus:
     """Front-end side: the Prometheus metrics, fed with the worker's drained observations."""
 
     def __init__(self, model_name: str) -> None:
-        from prometheus_client import Counter, Histogram
+        from prometheus_client import Counter, Gauge, Histogram
         from vllm.v1.metrics.prometheus import get_prometheus_registry
 
         reg, labels = get_prometheus_registry(), ["model_name"]
@@ -97,6 +103,19 @@ class ElasticPrometheus:
         self.requests = Counter(
             "vllm_elastic:requests", "Finished requests counted above.", labels, registry=reg
         ).labels(model_name)
+        self.step_limited = Counter(
+            "vllm_elastic:requests_step_limited",
+            "Requests ended by their step bound with positions still masked.",
+            labels,
+            registry=reg,
+        ).labels(model_name)
+        self.live_decodes = Gauge(
+            "vllm_elastic:live_decodes",
+            "Per-request decode states held by the worker (0 when idle).",
+            labels,
+            registry=reg,
+            multiprocess_mode="mostrecent",  # as vLLM's own gauges
+        ).labels(model_name)
         self.model_name = model_name
 
     def add(self, drained: dict[str, Any]) -> None:
@@ -109,6 +128,9 @@ class ElasticPrometheus:
                 if count:
                     self.refreshes.labels(self.model_name, str(layer)).inc(count)
             self.requests.inc()
+        self.step_limited.inc(drained.get("step_limited", 0))
+        if "live_decodes" in drained:
+            self.live_decodes.set(drained["live_decodes"])
 
 
 class ElasticEndpointPlugin:

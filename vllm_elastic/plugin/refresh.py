@@ -37,12 +37,17 @@ from ..core.decoders.base import RefreshCost
 
 T = TypeVar("T")
 
+# stop_reason of a request the step bound ended (finish_reason "length": its answer is cut short)
+STEP_LIMIT_REASON = "step_limit"
+
 
 @dataclass
 class ElasticRunnerOutput(ModelRunnerOutput):
-    """vLLM's runner output and each request's pending deferred refresh (request id -> cost)."""
+    """vLLM's runner output, each request's pending deferred refresh (request id -> cost), and the
+    requests whose decode ended at its step bound in this step (the scheduler ends them)."""
 
     refresh_requests: dict[str, RefreshCost] = field(default_factory=dict)
+    step_limited: set[str] = field(default_factory=set)
 
 
 @dataclass

@@ -18,7 +18,9 @@ change:
   back (``scheduler.py``). A request decodes only once its blocks cover its whole canvas (the
   scheduler reserves them when it admits the request).
 - ``sample_tokens`` adds each request's pending deferred refresh to vLLM's output
-  (``ElasticRunnerOutput``), for the scheduler to grant in a later step.
+  (``ElasticRunnerOutput``), for the scheduler to grant in a later step, and the requests whose
+  decode reached its step bound (``core/decoders/base.py``) with positions still masked: the
+  scheduler ends those with finish_reason "length" and stop_reason ``STEP_LIMIT_REASON``.
 
 Per-request state is a ``RequestDecode`` kept here by request id: never on an ``nn.Module``.
 """
@@ -48,7 +50,7 @@ from . import settings, trace
 from .decisions import DecisionDigest
 from .metrics import PendingMetrics
 from .paged_cache import BlocksMoved, PagedStore, bind
-from .refresh import ElasticRunnerOutput, ElasticSchedulerOutput, extend
+from .refresh import STEP_LIMIT_REASON, ElasticRunnerOutput, ElasticSchedulerOutput, extend
 from .stats import RecentStats
 
 if TYPE_CHECKING:
@@ -72,6 +74,7 @@ class RequestDecode:
     finished: bool = False  # the EOS or the canvas end was handed out
     error: str | None = None
     cache: BlockTable | None = None  # the state's caches in this request's KV blocks
+    step_limited: bool = False  # its decode ended at the step bound before the canvas was filled
 
     def take_committed(self) -> list[int]:
         """Tokens that extend the contiguous committed prefix since the last call (EOS included)."""
@@ -89,6 +92,8 @@ class RequestDecode:
             self.finished = True
         self.emitted += len(new)
         self.finished = self.finished or self.emitted == canvas.length - self.prompt_len
+        if self.state.done and not self.finished:  # the step bound ended it: nothing more comes
+            self.finished = self.step_limited = True
         return new
 
 
@@ -124,6 +129,7 @@ class ElasticRunnerMixin:
         self.steps_to_count = 0
         self.step_counts: list[dict] = []
         self._counting: OpCounts | None = None
+        self.step_limited: set[str] = set()  # requests this step ended at their step bound
 
     def initialize_kv_cache_tensors(self, kv_cache_config, kernel_block_sizes, **kwargs):
         """Keep every layer's KV tensor, addressed by the scheduler's block ids (paged_cache.py)."""
@@ -141,7 +147,7 @@ class ElasticRunnerMixin:
         self.refresh_grants = None
         if isinstance(scheduler_output, ElasticSchedulerOutput):
             self.refresh_grants = scheduler_output.refresh_grants
-        self.refresh_requests = {}
+        self.refresh_requests, self.step_limited = {}, set()
         if self.steps_to_count and self.step_pending:
             self._counting = OpCounts()
             self._counting.start()
@@ -155,9 +161,15 @@ class ElasticRunnerMixin:
                 {"requests": self.input_batch.num_reqs, **self._counting.to_dict()}
             )
             self._counting, self.steps_to_count = None, self.steps_to_count - 1
-        if type(output) is ModelRunnerOutput and self.refresh_requests:  # extend copies: never
-            # mutates vLLM's shared EMPTY_MODEL_RUNNER_OUTPUT
-            output = extend(output, ElasticRunnerOutput, refresh_requests=self.refresh_requests)
+        reports = self.refresh_requests or self.step_limited
+        if type(output) is ModelRunnerOutput and reports:  # extend copies: never mutates vLLM's
+            # shared EMPTY_MODEL_RUNNER_OUTPUT
+            output = extend(
+                output,
+                ElasticRunnerOutput,
+                refresh_requests=self.refresh_requests,
+                step_limited=self.step_limited,
+            )
         return output
 
     def _model_forward(
@@ -196,7 +208,21 @@ class ElasticRunnerMixin:
             if d.finished and d.state is not None:  # its last token goes out in this step
                 self.recent_stats.record(req_id, d.state.stats.to_dict())
                 self.pending_metrics.observe_request(d.state.stats.to_dict())
+                if d.step_limited:
+                    self._end_step_limited(req_id, d)
         return new_tokens
+
+    def _end_step_limited(self, req_id: str, decode: RequestDecode) -> None:
+        """Report a request whose decode reached its step bound; the scheduler ends it."""
+        state = decode.state
+        self.step_limited.add(req_id)
+        self.pending_metrics.step_limited += 1
+        logger.warning(
+            "vllm-elastic: request %s reached its step bound (%d steps, method %s) with %d of %d "
+            "positions handed out; ending it (finish_reason=length, stop_reason=%s)",
+            req_id, state.steps_taken, state.settings.method, decode.emitted,
+            state.settings.gen_length, STEP_LIMIT_REASON,
+        )  # fmt: skip
 
     def _sample(self, logits, spec_decode_metadata) -> SamplerOutput:
         if not self.step_pending:

@@ -13,6 +13,11 @@ preempted to grow. The blocks of a new request's whole canvas are reserved in it
 (``paged_cache.py``). Requests finish on the model's EOS (as handed out by the runner) or at the
 end of the canvas (vLLM's max_tokens stop).
 
+Step bound: a request whose decode reached its step bound with positions still masked (the
+runner reports it in ``ElasticRunnerOutput.step_limited``) is finished here with vLLM's
+``FINISHED_LENGTH_CAPPED`` (finish_reason "length": the answer is cut short) and stop_reason
+``"step_limit"``; its blocks are freed like any finished request's.
+
 Deferred refresh (``plugin/refresh.py``): ``update_from_output`` keeps each request's pending
 refresh as the runner reports it; ``schedule`` grants some of them within the step's refresh
 budget and sends the grants to the runner in an ``ElasticSchedulerOutput``.
@@ -22,12 +27,19 @@ from __future__ import annotations
 
 from vllm.utils.math_utils import cdiv
 from vllm.v1.core.sched.output import SchedulerOutput
+from vllm.v1.engine import EngineCoreOutput, EngineCoreOutputs
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus
 
 from ..core.decoders.base import RefreshCost
 from . import settings, trace
-from .refresh import ElasticRunnerOutput, ElasticSchedulerOutput, choose_grants, extend
+from .refresh import (
+    STEP_LIMIT_REASON,
+    ElasticRunnerOutput,
+    ElasticSchedulerOutput,
+    choose_grants,
+    extend,
+)
 
 
 class ElasticScheduler(Scheduler):
@@ -45,6 +57,7 @@ class ElasticScheduler(Scheduler):
         # in token rows per step (None: what the step leaves of max_num_scheduled_tokens)
         self.refresh_pending: dict[str, RefreshCost] = {}
         self.refresh_budget = settings.engine_refresh_budget(self.vllm_config.additional_config)
+        self.step_limited: set[str] = set()  # the runner's report of the step being processed
         trace("scheduler")
 
     def schedule(self, *args, **kwargs):
@@ -76,15 +89,38 @@ class ElasticScheduler(Scheduler):
         return extend(output, ElasticSchedulerOutput, refresh_grants=grants)
 
     def update_from_output(self, scheduler_output, model_runner_output):
-        """Keep the runner's latest pending-refresh report of every request it stepped."""
+        """Keep the runner's latest pending-refresh report of every request it stepped, and end
+        the requests it reports at their step bound."""
         for req_id in model_runner_output.req_ids:
             self.refresh_pending.pop(req_id, None)
+        self.step_limited = set()
         if isinstance(model_runner_output, ElasticRunnerOutput):
             self.refresh_pending.update(model_runner_output.refresh_requests)
+            self.step_limited = model_runner_output.step_limited
         outputs = super().update_from_output(scheduler_output, model_runner_output)
+        self._end_step_limited(outputs)
         for req_id in [r for r in self.refresh_pending if r not in self.requests]:
             del self.refresh_pending[req_id]  # finished or aborted
         return outputs
+
+    def _end_step_limited(self, outputs: dict[int, EngineCoreOutputs]) -> None:
+        """Finish the step-limited requests that handed out no token in their last step (those
+        that did were finished in ``_update_request_with_output``), as vLLM's scheduler finishes
+        a request on an error: ``finish_requests`` frees it, an empty output tells the client."""
+        ended = self.finish_requests(self.step_limited, RequestStatus.FINISHED_LENGTH_CAPPED)
+        for request in ended:
+            request.stop_reason = STEP_LIMIT_REASON
+            output = EngineCoreOutput(
+                request_id=request.request_id,
+                new_token_ids=[],
+                finish_reason=request.get_finished_reason(),
+                stop_reason=STEP_LIMIT_REASON,
+                events=request.take_events(),
+                trace_headers=request.trace_headers,
+            )
+            client = outputs.setdefault(request.client_index, EngineCoreOutputs(outputs=[]))
+            client.outputs.append(output)
+        self.step_limited = set()
 
     def _reserve_canvases(self, output: SchedulerOutput) -> None:
         """Give each newly admitted request the blocks of its whole canvas in this very step.
@@ -132,12 +168,18 @@ class ElasticScheduler(Scheduler):
     def _update_request_with_output(
         self, request: Request, new_token_ids: list[int], is_stale: bool = False
     ) -> tuple[list[int], bool]:
-        """Also stop on the model's EOS (vLLM's check uses the tokenizer's, if any)."""
+        """Also stop on the model's EOS (vLLM's check uses the tokenizer's, if any), and at the
+        step bound when the runner reports it (finish_reason "length", stop_reason
+        ``STEP_LIMIT_REASON``)."""
         new_token_ids, stopped = super()._update_request_with_output(
             request, new_token_ids, is_stale
         )
         if not stopped and new_token_ids and new_token_ids[-1] == self.model_eos_id:
             request.status = RequestStatus.FINISHED_STOPPED
+            stopped = True
+        if not stopped and request.request_id in self.step_limited:
+            request.status = RequestStatus.FINISHED_LENGTH_CAPPED
+            request.stop_reason = STEP_LIMIT_REASON
             stopped = True
         return new_token_ids, stopped
 

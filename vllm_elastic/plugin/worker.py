@@ -44,7 +44,8 @@ class ElasticWorkerMixin:
         None on ranks other than 0 (every TP rank makes the same decisions)."""
         if self.rank != 0:
             return None
-        return self.model_runner.pending_metrics.drain()
+        runner = self.model_runner
+        return runner.pending_metrics.drain(live_decodes=len(runner.decodes))
 
     def elastic_request_stats(self, request_ids: list[str]) -> list[dict | None]:
         """Compute stats of finished requests (``plugin.stats.request_stats`` calls this)."""

@@ -17,11 +17,14 @@ from ..step_batch import CommitRule, SeqPlan
 
 @dataclass(slots=True)
 class DecodeResult:
-    """tokens: the canvas after the prompt, cut before the first EOS; stats: the compute that ran."""
+    """tokens: the canvas after the prompt, cut before the first EOS (or the first position still
+    masked); stats: the compute that ran; step_limited: the decode was ended by its step bound
+    (``CanvasState.max_steps``) with positions still masked."""
 
     tokens: list[int]
     stats: ComputeStats
     finished_by_eos: bool
+    step_limited: bool = False
 
 
 @dataclass(slots=True, frozen=True)
@@ -62,6 +65,9 @@ class DecodeState(Protocol):
     canvas: "Canvas"  # the prompt and the generated positions (masks until committed)
     cache: BlockTable | None  # where the state's caches live (None: no cache)
     done: bool
+    steps_taken: int  # advance() calls so far
+    max_steps: int  # the step bound: done at the latest after this many steps
+    step_limited: bool  # done at the bound with positions of the answer still masked
 
     def plan(self) -> SeqPlan: ...
 
@@ -110,6 +116,13 @@ class Canvas:
         eos = np.flatnonzero(gen == self.eos_id)
         return eos.size > 0 and not (gen[: eos[0]] == self.mask_id).any()
 
+    def incomplete(self) -> bool:
+        """True while a position before the first EOS (or anywhere, without one) is masked."""
+        gen = self.x[self.prompt_len :]  # [G]
+        eos = np.flatnonzero(gen == self.eos_id)
+        answer = gen[: eos[0]] if eos.size else gen  # [<= G]
+        return bool((answer == self.mask_id).any())
+
     def generated(self) -> tuple[list[int], bool]:
         """Generated ids up to (not including) the first EOS; leftover masks count as the end."""
         out = []
@@ -123,7 +136,18 @@ class Canvas:
 
 
 class CanvasState:
-    """What every decoder state starts with: its settings, canvas, compute stats and layer count."""
+    """What every decoder state starts with: its settings, canvas, compute stats and layer count,
+    and the step bound every decode ends by.
+
+    NOTE: the bound makes every decode end whatever the model does. Each step of ``fastdllm``
+    and ``elastic`` commits at least one masked position (the threshold rule keeps the most
+    confident one, top-k keeps k >= 1, and ``policy.forbid_mask`` never lets MASK be the token
+    committed), so ``gen_length`` steps fill the canvas: there are no refresh-only steps (a
+    refresh runs inside a step that also commits). ``llada`` runs exactly its schedule. A normal
+    decode is therefore done by the bound; reaching it with masks left means the progress
+    guarantee was broken, and the decode ends anyway (``step_limited``). ``settings.max_steps``
+    lowers the bound (an operator's cap on the work one request may take).
+    """
 
     def __init__(self, prompt: list[int], settings: DecodeSettings, cfg: LLaDAConfig) -> None:
         self.settings = settings
@@ -133,10 +157,26 @@ class CanvasState:
         self.done = False
         self.cache: BlockTable | None = None
         self._all = np.arange(self.canvas.length)  # [N] every position
+        self.steps_taken = 0
+        self.max_steps = self.step_bound()
+        if settings.max_steps is not None:
+            self.max_steps = min(self.max_steps, settings.max_steps)
+        self.step_limited = False
+
+    def step_bound(self) -> int:
+        """The most steps the method takes on this canvas: one masked position filled per step."""
+        return self.settings.gen_length
+
+    def end_step(self) -> None:
+        """Count the step that ``advance`` just finished; at the bound, the decode is done."""
+        self.steps_taken += 1
+        if self.steps_taken >= self.max_steps:
+            self.done = True
+            self.step_limited = self.canvas.incomplete()
 
     def result(self) -> DecodeResult:
         tokens, eos = self.canvas.generated()
-        return DecodeResult(tokens, self.stats, eos)
+        return DecodeResult(tokens, self.stats, eos, self.step_limited)
 
     def threshold_rule(self) -> CommitRule:
         """Fast-dLLM's and Elastic-Cache's rule, or the fixed top-k when ``tokens_per_step``."""

@@ -98,6 +98,7 @@ class ElasticState(CanvasState):
         self.step += 1
         self.done = self.masked.size == 0
         self.done = self.done or (self.settings.early_stop and self.canvas.answered())
+        self.end_step()
 
     def _take_granted_refresh(self) -> int:
         """The layer this step refreshes from: the pending one if granted, else none (L)."""

@@ -62,3 +62,4 @@ class FastDLLMState(NoDeferredRefresh, CanvasState):
             self.block, self.block_started = self.block + 1, False
             self.done = self.block == self.num_blocks
         self.done = self.done or (self.settings.early_stop and self.canvas.answered())
+        self.end_step()

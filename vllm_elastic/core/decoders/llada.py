@@ -56,3 +56,8 @@ class LLaDAState(NoDeferredRefresh, CanvasState):
             self.block, self.step_in_block = self.block + 1, 0
             self.done = self.block == self.num_blocks
         self.done = self.done or (s.early_stop and self.canvas.answered())
+        self.end_step()
+
+    def step_bound(self) -> int:
+        """Its schedule: ``steps`` forwards, then it is done."""
+        return self.settings.num_steps
