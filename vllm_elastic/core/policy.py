@@ -15,11 +15,22 @@ COSINE_MODES = (COSINE_OVER_HEADS, COSINE_OVER_KEYS)
 COSINE_EPS = 1e-8  # F.cosine_similarity's default: norms below it are clamped
 
 
-def confidence(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Max softmax probability and its token, in float64. logits: [R, V] -> conf [R], tokens [R]."""
+def confidence(
+    logits: torch.Tensor, temperature: float = 0.0, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's token and its softmax probability, in float64. logits: [R, V] -> conf [R],
+    tokens [R].
+
+    Temperature 0: the most likely token. Otherwise the token is the argmax of the Gumbel-noised
+    logits (``add_gumbel_noise``) and its confidence the unnoised probability, as Fast-dLLM's
+    ``get_transfer_index`` does.
+    """
     probs = torch.softmax(logits.double(), dim=-1)  # [R, V]
-    conf, tokens = probs.max(dim=-1)
-    return conf, tokens
+    if temperature == 0:
+        conf, tokens = probs.max(dim=-1)
+        return conf, tokens
+    tokens = add_gumbel_noise(logits, temperature, generator).argmax(dim=-1)  # [R]
+    return probs.gather(-1, tokens[:, None]).squeeze(-1), tokens
 
 
 def threshold_commit(conf: torch.Tensor, threshold: float) -> torch.Tensor:

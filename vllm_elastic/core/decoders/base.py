@@ -10,6 +10,7 @@ import torch
 from ..accounting import ComputeStats
 from ..config import LLaDAConfig
 from ..forward import SeqPlan
+from ..logprobs import LogprobRecord
 from ..settings import DecodeSettings
 
 
@@ -119,7 +120,9 @@ class Canvas:
 
 
 class CanvasState:
-    """What every decoder state starts with: its settings, canvas, compute stats and layer count."""
+    """What every decoder state starts with: its settings, canvas, compute stats and layer count;
+    its random generator (seeded by ``settings.seed``: Gumbel noise, random remasking) and, when
+    ``settings.logprobs`` asks for it, the record of its committed tokens' logprobs."""
 
     def __init__(
         self, prompt: list[int], settings: DecodeSettings, cfg: LLaDAConfig, device
@@ -130,3 +133,15 @@ class CanvasState:
         self.num_layers = cfg.n_layers
         self.done = False
         self._all = torch.arange(self.canvas.length, device=device)  # [N] every position
+        self.generator = torch.Generator(device=device).manual_seed(settings.seed)
+        self.logprobs: LogprobRecord | None = None
+        if settings.logprobs is not None:
+            self.logprobs = LogprobRecord(settings.logprobs)
+
+    def record_commit(
+        self, positions: torch.Tensor, logits: torch.Tensor, tokens: torch.Tensor
+    ) -> None:
+        """Every decoder calls this with what its step committed: canvas positions [R], their
+        logits in this step [R, V] and the tokens [R]. A no-op unless logprobs were asked for."""
+        if self.logprobs is not None:
+            self.logprobs.add(positions, logits, tokens)

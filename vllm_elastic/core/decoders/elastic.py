@@ -95,10 +95,11 @@ class ElasticState(CanvasState):
         self.tracked = torch.unique(torch.cat(self._probe.most_attended))  # union over layers
         if self._probe.deferred_from is not None:  # several waiting triggers: the lowest layer
             self._pending_from = min(self._pending_from, self._probe.deferred_from)
-        conf, tokens = policy.confidence(logits)
+        conf, tokens = policy.confidence(logits, s.temperature, self.generator)
         keep = policy.commit_mask(conf, s.threshold, s.tokens_per_step)
         committed, values = window[keep], tokens[keep]
         c.x[committed] = values
+        self.record_commit(committed, logits[keep], values)
         self.newdec = committed
         self.masked = self.masked[~torch.isin(self.masked, committed)]
         is_eos = values == c.eos_id

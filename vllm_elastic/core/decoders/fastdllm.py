@@ -5,6 +5,7 @@ At each block start one full forward refills every layer's K/V and gives the blo
 Inside the block: ``prefix`` recomputes the block and everything after it against the cached prefix;
 ``dual`` recomputes only the block against the cached prefix and suffix; ``none`` runs a full forward.
 Each step commits every masked block position with confidence >= threshold, and at least the best one.
+Blocks are ``block_length`` long; the last one is shorter when ``gen_length`` is not a multiple of it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class FastDLLMState(NoDeferredRefresh, CanvasState):
         cache_factory: CacheFactory = LayerCache.allocate,
     ):
         super().__init__(prompt, settings, cfg, device)
-        self.num_blocks = settings.gen_length // settings.block_length
+        self.spans = settings.block_spans()  # (start, end) of each block after the prompt
         self.block, self.block_started = 0, False
         self.cache = (
             None if settings.cache == "none"
@@ -38,8 +39,8 @@ class FastDLLMState(NoDeferredRefresh, CanvasState):
         )
 
     def _block_span(self) -> tuple[int, int]:
-        lo = self.canvas.prompt_len + self.block * self.settings.block_length
-        return lo, lo + self.settings.block_length
+        lo, hi = self.spans[self.block]
+        return self.canvas.prompt_len + lo, self.canvas.prompt_len + hi
 
     def plan(self) -> SeqPlan:
         lo, hi = self._block_span()
@@ -55,19 +56,21 @@ class FastDLLMState(NoDeferredRefresh, CanvasState):
         )
 
     def advance(self, logits: torch.Tensor) -> None:
-        """logits: [block_length, V] for the current block."""
+        """logits: [hi - lo, V] for the current block."""
+        s = self.settings
         lo, hi = self._block_span()
         block = self.canvas.x[lo:hi]  # view
-        is_masked = block == self.canvas.mask_id
-        conf, tokens = policy.confidence(logits[is_masked])
-        keep = policy.commit_mask(conf, self.settings.threshold, self.settings.tokens_per_step)
-        positions = is_masked.nonzero().squeeze(-1)[keep]
+        is_masked = block == self.canvas.mask_id  # [hi - lo]
+        conf, tokens = policy.confidence(logits[is_masked], s.temperature, self.generator)
+        keep = policy.commit_mask(conf, s.threshold, s.tokens_per_step)
+        positions = is_masked.nonzero().squeeze(-1)[keep]  # [C] offsets in the block
         block[positions] = tokens[keep]
+        self.record_commit(positions + lo, logits[positions], tokens[keep])
         self.block_started = True
         if not bool((block == self.canvas.mask_id).any()):
             self.block, self.block_started = self.block + 1, False
-            self.done = self.block == self.num_blocks
-        self.done = self.done or (self.settings.early_stop and self.canvas.answered())
+            self.done = self.block == len(self.spans)
+        self.done = self.done or (s.early_stop and self.canvas.answered())
 
     def result(self) -> DecodeResult:
         tokens, eos = self.canvas.generated()
