@@ -99,7 +99,7 @@ def test_llada_equals_reference_with_any_last_block(model, gen, block, steps):
 def test_llada_block_steps_rule():
     whole = DecodeSettings(method="llada", gen_length=64, block_length=16, steps=32)
     assert whole.llada_block_steps() == [8, 8, 8, 8]  # the reference's steps // num_blocks
-    assert whole.replace(gen_length=40).llada_block_steps() == [12, 12, 8]
+    assert whole.replace(gen_length=40).llada_block_steps() == [12, 12, 6]  # floor(32 * 8 / 40)
     assert whole.replace(gen_length=40, steps=None).llada_block_steps() == [16, 16, 8]
     assert whole.replace(gen_length=3, steps=1000).llada_block_steps() == [3]  # <= its length
 

@@ -28,7 +28,7 @@ BAD_SETTINGS = [
     ({"method": "llada", "steps": 0}, "steps"),
     ({"seed": 2**64}, "seed"),
     ({"temperature": "inf"}, "temperature"),
-    ({"logprobs": -1}, "logprobs"),
+    ({"logprobs": -2}, "logprobs"),
 ]
 
 

@@ -48,14 +48,15 @@ def committed_logprobs(
 class LogprobRecord:
     """The committed tokens' logprobs of one sequence, keyed by canvas position."""
 
-    k: int  # top alternatives kept per token
+    k: int  # top alternatives kept per token (-1: the whole vocabulary)
     by_position: dict[int, TokenLogprobs] = field(default_factory=dict)
 
     def add(self, positions: torch.Tensor, logits: torch.Tensor, tokens: torch.Tensor) -> None:
         """positions: [R] canvas positions committed this step; logits: [R, V]; tokens: [R]."""
         if positions.numel() == 0:
             return
-        lp, rank, top_ids, top_lp = committed_logprobs(logits, tokens, self.k)
+        k = self.k if self.k >= 0 else logits.shape[-1]
+        lp, rank, top_ids, top_lp = committed_logprobs(logits, tokens, k)
         rows = zip(
             positions.tolist(), tokens.tolist(), lp.tolist(), rank.tolist(),
             top_ids.tolist(), top_lp.tolist(),

@@ -19,6 +19,7 @@ DEFAULT_WINDOW = 16  # Elastic-Cache window_length (β)
 DEFAULT_THRESHOLD = 0.9  # confidence threshold τ (Elastic-Cache and Fast-dLLM)
 DEFAULT_GAMMA = 0.9  # drift threshold γ
 DEFAULT_BLOCK_LENGTH = 32  # LLaDA demo and Fast-dLLM block size
+ALL_LOGPROBS = -1  # logprobs=-1: every token of the vocabulary is an alternative (as in vLLM)
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
 
 
@@ -50,7 +51,7 @@ class DecodeSettings:
     # fastdllm
     cache: str = "prefix"
     # record each committed token's log-probability and this many top alternatives, from the
-    # step that commits it (core/logprobs.py); None: nothing is recorded
+    # step that commits it (core/logprobs.py); -1: the whole vocabulary; None: nothing is recorded
     logprobs: int | None = None
 
     @property
@@ -101,8 +102,11 @@ class DecodeSettings:
             raise ValueError(f"llada: steps must be > 0, got {self.num_steps}")
         if not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
             raise ValueError(f"seed must be in [{SEED_RANGE[0]}, {SEED_RANGE[1]}], got {self.seed}")
-        if self.logprobs is not None and self.logprobs < 0:
-            raise ValueError(f"logprobs must be >= 0 (top alternatives), got {self.logprobs}")
+        if self.logprobs is not None and self.logprobs < ALL_LOGPROBS:
+            raise ValueError(
+                f"logprobs must be >= 0 (top alternatives) or {ALL_LOGPROBS} (the whole "
+                f"vocabulary), got {self.logprobs}"
+            )
         return self
 
     def replace(self, **changes) -> "DecodeSettings":

@@ -40,8 +40,10 @@ from ..core.cache import LayerCache
 from ..core.decoders.base import DecodeState, RefreshCost
 from ..core.forward import no_reduce
 from ..core.generate import new_state, step
+from ..core.logprobs import TokenLogprobs
 from . import settings, trace
 from .decisions import DecisionDigest
+from .logprobs import step_logprobs
 from .metrics import PendingMetrics
 from .paged_cache import BlocksMoved, PagedLayerCache, PagedStore
 from .refresh import ElasticRunnerOutput, ElasticSchedulerOutput, extend
@@ -68,13 +70,16 @@ class RequestDecode:
     finished: bool = False  # the EOS or the canvas end was handed out
     error: str | None = None
     cache: PagedLayerCache | None = None  # the state's caches in this request's KV blocks
+    wants_logprobs: bool = False  # the request asked for logprobs (its state records them)
+    added_eos: int = 0  # an EOS that take_committed added to end the request (1) or not (0)
 
     def take_committed(self) -> list[int]:
         """Tokens that extend the contiguous committed prefix since the last call (EOS included)."""
+        self.added_eos = 0
         if self.finished:
             return []
         if self.state is None:
-            self.finished = True
+            self.finished, self.added_eos = True, 1
             return [self.eos_id]  # the scheduler stops the request on the model's EOS
         canvas = self.state.canvas  # every core decoder keeps its canvas as ``canvas``
         rest = canvas.x[self.prompt_len + self.emitted :]  # [G - emitted]
@@ -85,7 +90,25 @@ class RequestDecode:
             self.finished = True
         self.emitted += len(new)
         self.finished = self.finished or self.emitted == canvas.length - self.prompt_len
+        if self.state.done and not self.finished:  # the decoder stopped with masks left (it
+            # sampled the mask token itself): end the request on EOS rather than wait forever
+            self.error = "the decoder finished with uncommitted positions"
+            self.finished, self.added_eos = True, 1
+            return [*new, self.eos_id]
         return new
+
+    def logprobs_of(self, tokens: list[int]) -> list[TokenLogprobs] | None:
+        """The records of ``tokens``, just taken by ``take_committed``; None if none were asked.
+
+        An EOS the runner added to end a request gets logprob 0 and no alternatives: no step
+        committed it.
+        """
+        if not self.wants_logprobs:
+            return None
+        decoded = len(tokens) - self.added_eos
+        end = self.prompt_len + self.emitted
+        entries = self.state.logprobs.span(end - decoded, end) if decoded else []
+        return entries + [TokenLogprobs(self.eos_id, 0.0, 1, [], [])] * self.added_eos
 
 
 class ElasticRunnerMixin:
@@ -173,6 +196,7 @@ class ElasticRunnerMixin:
         self._step(model, ready_ids, ready)
         self.decisions.update(ready)
         new_tokens = [d.take_committed() for d in decodes]
+        new_logprobs = [d.logprobs_of(tokens) for d, tokens in zip(decodes, new_tokens)]
         decoded = {id(state) for state in ready}
         for req_id, d, tokens in zip(req_ids, decodes, new_tokens):
             if id(d.state) in decoded:
@@ -184,7 +208,10 @@ class ElasticRunnerMixin:
         out = torch.full((len(req_ids), width), PLACEHOLDER, dtype=torch.int32)  # [R, width]
         for row, tokens in enumerate(new_tokens):
             out[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.int32)
-        return SamplerOutput(sampled_token_ids=out.to(self.device), logprobs_tensors=None)
+        return SamplerOutput(
+            sampled_token_ids=out.to(self.device),
+            logprobs_tensors=step_logprobs(new_logprobs, width),
+        )
 
     def _step(self, model, req_ids: list[str], states: list[DecodeState]) -> None:
         """One core step of the ready states, their granted refreshes in it; then collect the
@@ -208,6 +235,7 @@ class ElasticRunnerMixin:
         cfg = model.config
         prompt = list(request.prompt_token_ids or [])
         decode = RequestDecode(None, len(prompt), cfg.eos_token_id, cfg.mask_token_id)
+        decode.wants_logprobs = request.sampling_params.logprobs is not None
         try:
             s = settings.request_settings(request.sampling_params, self.engine_defaults)
             decode.state = new_state(model, prompt, s, self._cache_factory(decode))

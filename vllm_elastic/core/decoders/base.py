@@ -60,6 +60,7 @@ class DecodeState(Protocol):
     stats: ComputeStats
     canvas: "Canvas"  # the prompt and the generated positions (masks until committed)
     done: bool
+    logprobs: LogprobRecord | None  # the committed tokens' logprobs, when settings ask for them
 
     def plan(self) -> SeqPlan: ...
 
