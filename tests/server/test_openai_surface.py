@@ -82,8 +82,7 @@ def test_chat_logprobs_streamed_and_whole(client, model, tokenizer):
     want_tokens, records = expected_logprobs(model, _chat_ids(tokenizer), 32, extra, TOP_K)
     assert whole.token_ids == want_tokens
     content = whole.logprobs.content
-    eos = want_tokens[-1] == model.config.eos_token_id  # the EOS is no content token
-    assert len(content) == len(records) - eos
+    assert len(content) == len(records)  # one per output token, the EOS included
     for entry, rec in zip(content, records):
         assert entry.logprob == pytest.approx(rec.logprob, abs=1e-4)
         assert [t.logprob for t in entry.top_logprobs] == pytest.approx(rec.top_logprobs, abs=1e-4)
