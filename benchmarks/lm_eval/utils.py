@@ -1,5 +1,5 @@
-"""Scoring of the local lm-eval tasks: the project's own scorers (``vllm_elastic.tasks``), per document,
-on the completion's text as the server returns it."""
+"""Scoring of the local lm-eval tasks: the project's own scorers (``vllm_elastic.tasks``), per
+document, on the completion's text as the server returns it."""
 
 from __future__ import annotations
 

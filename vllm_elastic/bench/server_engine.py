@@ -20,7 +20,8 @@ in the other engines (``tasks.prompting.encode_prompt``) and sent as token ids t
   the server's ``/metrics`` before and after the row (``bench/server_metrics.py``), which is exact
   only while nothing else uses the server; ``metrics_requests`` says how many requests it covers.
 
-``outputs`` are the streamed texts as the server sent them, scored as they are. One untimed warm-up request precedes the first row.
+``outputs`` are the streamed texts as the server sent them, scored as they are. One untimed
+warm-up request precedes the first row.
 """
 
 from __future__ import annotations

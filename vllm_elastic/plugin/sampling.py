@@ -54,7 +54,10 @@ NEUTRAL: dict[str, tuple[Any, str]] = {
     "watermarking": (None, _LOGITS),
     "thinking_token_budget": (None, _LOGITS),
 }
-NEUTRAL_ALIASES = {"top_k": (-1,), "bad_words": ([],), "logit_bias": ({},), "watermarking": (False,)}
+# other spellings of the neutral value
+NEUTRAL_ALIASES = {
+    "top_k": (-1,), "bad_words": ([],), "logit_bias": ({},), "watermarking": (False,),
+}
 
 
 def check_sampling_params(params: SamplingParams) -> None:

@@ -5,7 +5,8 @@ At each block start one full forward refills every layer's K/V and gives the blo
 Inside the block: ``prefix`` recomputes the block and everything after it against the cached prefix;
 ``dual`` recomputes only the block against the cached prefix and suffix; ``none`` runs a full forward.
 Each step commits every masked block position with confidence >= threshold, and at least the best one.
-Blocks are ``block_length`` long; the last one is shorter when ``gen_length`` is not a multiple of it.
+Blocks are ``block_length`` long; the last one is shorter when ``gen_length`` is not a multiple
+of it.
 """
 
 from __future__ import annotations
