@@ -100,7 +100,7 @@ def test_bad_setting_raises_and_others_finish(llm, reference_model):
             SamplingParams(max_tokens=GEN_LENGTH, temperature=0.0, extra_args=dict(good)),
         )
     engine.step()  # the good requests are in flight
-    bad = [{"gamma": 2.0}, {"method": "nope"}, {"window": "wide"}, {"steps": 7, "method": "llada"}]
+    bad = [{"gamma": 2.0}, {"method": "nope"}, {"window": "wide"}, {"steps": 0, "method": "llada"}]
     for extra in bad:
         # vLLM turns a ValueError from the submission check into VLLMValidationError (HTTP 400)
         with pytest.raises(VLLMValidationError, match=next(iter(extra))):

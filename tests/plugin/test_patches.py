@@ -45,7 +45,8 @@ def test_output_text_is_decoded_without_the_prompt(tokenizer):
     from vllm_elastic.plugin import patches
 
     output = tokenizer("7 . The answer is 7 .")["input_ids"]
-    stock = detokenizer.FastIncrementalDetokenizer(tokenizer, _request(tokenizer))
+    (vllms,) = patches.PromptFreeDetokenizer.__bases__  # vLLM's, even once the patch is applied
+    stock = vllms(tokenizer, _request(tokenizer))
     stock.update(output, False)
     assert stock.output_text.startswith(" ")  # the join between the prompt and the output
     patches.apply_prompt_free_detokenizer()
