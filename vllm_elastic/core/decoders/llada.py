@@ -5,7 +5,8 @@ multiple of it); ``steps`` shared over the blocks in proportion to their length
 (``DecodeSettings.llada_block_steps``: ``steps // num_blocks`` each when every block is whole);
 every step one full bidirectional forward over the canvas; x0 = argmax of Gumbel-noised logits
 (float64); confidence ``softmax(logits)[x0]`` (low_confidence) or uniform (random); masked
-positions of the current block compete and the top ``num_transfer_tokens[step]`` are committed. Decodes all blocks (no early stop at EOS).
+positions of the current block compete and the top ``num_transfer_tokens[step]`` are committed.
+Decodes all blocks (no early stop at EOS).
 """
 
 from __future__ import annotations
