@@ -22,7 +22,8 @@ def main() -> None:
     prompts = ["<|user|> 12 + 30 = ? <|assistant|>", "<|user|> def add ( a , b ) : <|assistant|>"]
     methods = ["elastic", "llada"]
     params = [
-        SamplingParams(max_tokens=64, extra_args={"method": m, "window": 16}) for m in methods
+        SamplingParams(max_tokens=64, temperature=0.0, extra_args={"method": m, "window": 16})
+        for m in methods
     ]
     for out, method in zip(llm.generate(prompts, params), methods):
         print(f"[{method}] {out.prompt!r} -> {out.outputs[0].text!r}")

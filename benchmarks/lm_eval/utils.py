@@ -1,8 +1,5 @@
-"""Scoring of the local lm-eval tasks: the project's own scorers (``vllm_elastic.tasks``), per document.
-
-The server detokenizes in the prompt's context, so a completion starts with a space (``" def f ..."``);
-it is stripped before scoring, as Python would otherwise reject the code as indented.
-"""
+"""Scoring of the local lm-eval tasks: the project's own scorers (``vllm_elastic.tasks``), per
+document, on the completion's text as the server returns it."""
 
 from __future__ import annotations
 
@@ -11,9 +8,9 @@ from vllm_elastic.tasks import score
 
 def process_arith(doc: dict, results: list[str]) -> dict:
     """``elastic_arith``: the number after "The answer is" (else the last number) equals the answer."""
-    return {"exact_match": float(score(results[0].strip(), doc))}
+    return {"exact_match": float(score(results[0], doc))}
 
 
 def process_code(doc: dict, results: list[str]) -> dict:
     """``elastic_code``: the generated function passes all of the problem's tests (a sandbox run)."""
-    return {"pass_at_1": float(score(results[0].strip(), doc))}
+    return {"pass_at_1": float(score(results[0], doc))}

@@ -62,13 +62,53 @@ def test_elastic_refreshing_everything_equals_nocache(model, block_caching):
         assert state.stats.layer_token_fraction > 0.99  # every layer recomputed every row
 
 
-def test_fastdllm_without_cache_equals_nocache(model):
-    settings = DecodeSettings(method="fastdllm", gen_length=32, block_length=8, threshold=0.3,
+def llada_reference_decode(model, prompt, gen_length, block, steps) -> list[int]:
+    """LLaDA's generate.py (greedy, low_confidence) with a shorter last block: each block gets
+    ``steps * len(block) // gen_length`` steps (at least 1, at most its length)."""
+    x = torch.tensor(prompt + [MASK_ID] * gen_length)
+    p = len(prompt)
+    for lo in range(p, x.numel(), block):
+        hi = min(lo + block, x.numel())
+        block_steps = min(hi - lo, max(1, steps * (hi - lo) // gen_length))
+        schedule = policy.num_transfer_tokens(hi - lo, block_steps)
+        for count in schedule:
+            probs = torch.softmax(full_logits(model, x)[p:].double(), dim=-1)  # [G, V]
+            conf, x0 = probs.max(dim=-1)
+            conf[hi - p :] = -torch.inf
+            conf = torch.where(x[p:] == MASK_ID, conf, torch.full_like(conf, -torch.inf))
+            chosen = torch.topk(conf, count).indices + p
+            x[chosen] = x0[chosen - p]
+    return x[p:].tolist()
+
+
+@pytest.mark.parametrize("gen,block,steps", [(32, 8, 16), (28, 8, 14), (5, 8, 5), (20, 8, 7)])
+def test_llada_equals_reference_with_any_last_block(model, gen, block, steps):
+    """A canvas that is a multiple of the block keeps LLaDA's schedule; a shorter last block is
+    decoded the same way with its share of the steps."""
+    s = DecodeSettings(method="llada", gen_length=gen, block_length=block, steps=steps)
+    prompts = random_prompts(2, seed=6)
+    for prompt, result in zip(prompts, generate(model, prompts, s)):
+        want = llada_reference_decode(model, prompt, gen, block, steps)
+        eos = want.index(EOS_ID) if EOS_ID in want else len(want)
+        assert result.tokens == want[:eos]
+
+
+def test_llada_block_steps_rule():
+    whole = DecodeSettings(method="llada", gen_length=64, block_length=16, steps=32)
+    assert whole.llada_block_steps() == [8, 8, 8, 8]  # the reference's steps // num_blocks
+    assert whole.replace(gen_length=40).llada_block_steps() == [12, 12, 6]  # floor(32 * 8 / 40)
+    assert whole.replace(gen_length=40, steps=None).llada_block_steps() == [16, 16, 8]
+    assert whole.replace(gen_length=3, steps=1000).llada_block_steps() == [3]  # <= its length
+
+
+@pytest.mark.parametrize("gen", [32, 28, 3])
+def test_fastdllm_without_cache_equals_nocache(model, gen):
+    settings = DecodeSettings(method="fastdllm", gen_length=gen, block_length=8, threshold=0.3,
                               cache="none")
     prompts = random_prompts(3, seed=2)
     got = generate(model, prompts, settings)
     for prompt, result in zip(prompts, got):
-        want = nocache_block_decode(model, prompt, 32, 8, 0.3)
+        want = nocache_block_decode(model, prompt, gen, 8, 0.3)
         eos = want.index(EOS_ID) if EOS_ID in want else len(want)
         assert result.tokens == want[:eos]
         assert result.stats.layer_token_fraction == 1.0

@@ -25,7 +25,10 @@ BAD_SETTINGS = [
     ({"window": "3.5"}, "window"),
     ({"block_caching": "maybe"}, "block_caching"),
     ({"colour": 1}, "unknown setting"),
-    ({"method": "llada", "gen_length": 40, "block_length": 32}, "multiple"),
+    ({"method": "llada", "steps": 0}, "steps"),
+    ({"seed": 2**64}, "seed"),
+    ({"temperature": "inf"}, "temperature"),
+    ({"logprobs": -2}, "logprobs"),
 ]
 
 

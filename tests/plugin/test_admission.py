@@ -42,7 +42,7 @@ def test_eight_requests_queue_for_two_canvases(small_llm, reference_model):
 
     prompts = (PROMPTS + PROMPTS)[:8]
     extra = METHODS["elastic"]
-    params = SamplingParams(max_tokens=GEN_LENGTH, extra_args=dict(extra))
+    params = SamplingParams(max_tokens=GEN_LENGTH, temperature=0.0, extra_args=dict(extra))
     engine = small_llm.llm_engine
     for i, prompt in enumerate(prompts):
         engine.add_request(str(i), {"prompt_token_ids": prompt}, params)

@@ -39,7 +39,7 @@ def _generate(llm, extra):
 
     from vllm_elastic.plugin.stats import request_stats
 
-    params = SamplingParams(max_tokens=GEN_LENGTH, extra_args=dict(extra))
+    params = SamplingParams(max_tokens=GEN_LENGTH, temperature=0.0, extra_args=dict(extra))
     outs = llm.generate([{"prompt_token_ids": p} for p in PROMPTS], params, use_tqdm=False)
     got = [(list(o.outputs[0].token_ids), o.outputs[0].finish_reason) for o in outs]
     return got, request_stats(llm, outs)
@@ -71,7 +71,9 @@ def test_refresh_budget_is_engine_wide_only(llm):
     with pytest.raises(VLLMValidationError, match="refresh_budget is engine-wide"):
         llm.generate(
             {"prompt_token_ids": PROMPTS[0]},
-            SamplingParams(max_tokens=GEN_LENGTH, extra_args={"refresh_budget": 4}),
+            SamplingParams(
+                max_tokens=GEN_LENGTH, temperature=0.0, extra_args={"refresh_budget": 4}
+            ),
             use_tqdm=False,
         )
 

@@ -44,7 +44,7 @@ def test_parity_with_core_batched(llm, reference_model, name):
     from vllm import SamplingParams
 
     extra = METHODS[name]
-    params = SamplingParams(max_tokens=GEN_LENGTH, extra_args=dict(extra))
+    params = SamplingParams(max_tokens=GEN_LENGTH, temperature=0.0, extra_args=dict(extra))
     outs = llm.generate([{"prompt_token_ids": p} for p in PROMPTS], params, use_tqdm=False)
     got = [(list(o.outputs[0].token_ids), o.outputs[0].finish_reason) for o in outs]
     assert got == expected(reference_model, PROMPTS, extra)
@@ -56,7 +56,11 @@ def test_parity_one_by_one_and_mixed_methods(llm, reference_model):
 
     names = list(METHODS)
     params = [
-        SamplingParams(max_tokens=GEN_LENGTH, extra_args=dict(METHODS[names[i % len(names)]]))
+        SamplingParams(
+            max_tokens=GEN_LENGTH,
+            temperature=0.0,
+            extra_args=dict(METHODS[names[i % len(names)]]),
+        )
         for i in range(len(PROMPTS))
     ]
     mixed = llm.generate([{"prompt_token_ids": p} for p in PROMPTS], params, use_tqdm=False)
@@ -93,17 +97,17 @@ def test_bad_setting_raises_and_others_finish(llm, reference_model):
         engine.add_request(
             f"good-{i}",
             {"prompt_token_ids": prompt},
-            SamplingParams(max_tokens=GEN_LENGTH, extra_args=dict(good)),
+            SamplingParams(max_tokens=GEN_LENGTH, temperature=0.0, extra_args=dict(good)),
         )
     engine.step()  # the good requests are in flight
-    bad = [{"gamma": 2.0}, {"method": "nope"}, {"window": "wide"}, {"steps": 7, "method": "llada"}]
+    bad = [{"gamma": 2.0}, {"method": "nope"}, {"window": "wide"}, {"steps": 0, "method": "llada"}]
     for extra in bad:
         # vLLM turns a ValueError from the submission check into VLLMValidationError (HTTP 400)
         with pytest.raises(VLLMValidationError, match=next(iter(extra))):
             engine.add_request(
                 "bad",
                 {"prompt_token_ids": PROMPTS[0]},
-                SamplingParams(max_tokens=GEN_LENGTH, extra_args=extra),
+                SamplingParams(max_tokens=GEN_LENGTH, temperature=0.0, extra_args=extra),
             )
     finished = step_until_done(engine)
     assert [finished[f"good-{i}"] for i in range(3)] == expected(reference_model, PROMPTS[:3], good)
@@ -124,7 +128,7 @@ def test_request_stats_equal_core(llm, reference_model, name):
 
     from vllm_elastic.plugin.stats import request_stats
 
-    params = SamplingParams(max_tokens=GEN_LENGTH, extra_args=dict(METHODS[name]))
+    params = SamplingParams(max_tokens=GEN_LENGTH, temperature=0.0, extra_args=dict(METHODS[name]))
     outs = llm.generate([{"prompt_token_ids": p} for p in PROMPTS], params, use_tqdm=False)
     got = request_stats(llm, outs)
     want = core_stats(reference_model, PROMPTS, METHODS[name])

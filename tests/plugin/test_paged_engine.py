@@ -56,7 +56,7 @@ def test_parity_with_multi_block_canvases(paged_llm, reference_model, name):
     from vllm import SamplingParams
 
     prompts = [*PROMPTS, LONG_PROMPT]
-    params = SamplingParams(max_tokens=GEN_LENGTH, extra_args=dict(METHODS[name]))
+    params = SamplingParams(max_tokens=GEN_LENGTH, temperature=0.0, extra_args=dict(METHODS[name]))
     outs = paged_llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
     got = [(list(o.outputs[0].token_ids), o.outputs[0].finish_reason) for o in outs]
     assert got == expected(reference_model, prompts, METHODS[name])
@@ -68,7 +68,7 @@ def test_caches_live_in_vllm_kv_tensors(paged_llm, reference_model):
     from vllm import SamplingParams
 
     engine, extra = paged_llm.llm_engine, METHODS["elastic"]
-    params = SamplingParams(max_tokens=GEN_LENGTH, extra_args=dict(extra))
+    params = SamplingParams(max_tokens=GEN_LENGTH, temperature=0.0, extra_args=dict(extra))
     engine.add_request("probe", {"prompt_token_ids": LONG_PROMPT}, params)
     engine.step()  # step 0: a full forward over the canvas
     (got,) = paged_llm.collective_rpc("elastic_kv_blocks", args=("probe", 0))
@@ -109,7 +109,7 @@ def test_blocks_return_to_the_pool_after_finish_and_abort(paged_llm, reference_m
     from vllm import SamplingParams
 
     engine, extra = paged_llm.llm_engine, METHODS["elastic"]
-    params = SamplingParams(max_tokens=GEN_LENGTH, extra_args=dict(extra))
+    params = SamplingParams(max_tokens=GEN_LENGTH, temperature=0.0, extra_args=dict(extra))
     start = _free_blocks(paged_llm)
     prompts = [*PROMPTS[:3], LONG_PROMPT]
     for i, prompt in enumerate(prompts):

@@ -61,7 +61,7 @@ def test_tp2_equals_one_rank(llm_tp, reference_model, name):
     from vllm import SamplingParams
 
     extra = METHODS[name]
-    params = SamplingParams(max_tokens=GEN_LENGTH, extra_args=dict(extra))
+    params = SamplingParams(max_tokens=GEN_LENGTH, temperature=0.0, extra_args=dict(extra))
     outs = llm_tp.generate([{"prompt_token_ids": p} for p in TP_PROMPTS], params, use_tqdm=False)
     got = [(list(o.outputs[0].token_ids), o.outputs[0].finish_reason) for o in outs]
     assert got == expected(reference_model, TP_PROMPTS, extra)
@@ -71,7 +71,10 @@ def test_every_rank_took_the_same_decisions(llm_tp):
     """Commits, most-attended keys, refresh layers: one digest per rank (plugin/decisions.py)."""
     from vllm import SamplingParams
 
-    params = [SamplingParams(max_tokens=GEN_LENGTH, extra_args=dict(e)) for e in METHODS.values()]
+    params = [
+        SamplingParams(max_tokens=GEN_LENGTH, temperature=0.0, extra_args=dict(e))
+        for e in METHODS.values()
+    ]
     prompts = [TP_PROMPTS[i % len(TP_PROMPTS)] for i in range(len(params))]  # one per method
     llm_tp.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
     infos = llm_tp.collective_rpc("elastic_info")

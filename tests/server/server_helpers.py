@@ -117,3 +117,20 @@ def expected_tokens(model, prompt_ids: list[int], max_tokens: int, extra: dict) 
     s = DecodeSettings.from_dict({**extra, "gen_length": max_tokens, "early_stop": True})
     (r,) = generate(model, [prompt_ids], s)
     return r.tokens + [model.config.eos_token_id] if r.finished_by_eos else r.tokens
+
+
+def expected_logprobs(model, prompt_ids: list[int], max_tokens: int, extra: dict, k: int):
+    """The core decoder's tokens (as ``expected_tokens``) and their logprob records at commit."""
+    from vllm_elastic.core.generate import new_state, step
+    from vllm_elastic.core.settings import DecodeSettings
+
+    s = DecodeSettings.from_dict(
+        {**extra, "gen_length": max_tokens, "early_stop": True, "logprobs": k}
+    )
+    state = new_state(model, prompt_ids, s)
+    while not state.done:
+        step(model, [state])
+    r = state.result()
+    tokens = r.tokens + [model.config.eos_token_id] if r.finished_by_eos else r.tokens
+    start = len(prompt_ids)
+    return tokens, state.logprobs.span(start, start + len(tokens))

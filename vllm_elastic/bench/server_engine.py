@@ -20,9 +20,8 @@ in the other engines (``tasks.prompting.encode_prompt``) and sent as token ids t
   the server's ``/metrics`` before and after the row (``bench/server_metrics.py``), which is exact
   only while nothing else uses the server; ``metrics_requests`` says how many requests it covers.
 
-``outputs`` are the streamed texts as the server sent them: vLLM detokenizes in the prompt's context,
-so they may start with a space; they are scored stripped (a code answer must not start indented).
-One untimed warm-up request precedes the first row.
+``outputs`` are the streamed texts as the server sent them, scored as they are. One untimed
+warm-up request precedes the first row.
 """
 
 from __future__ import annotations
@@ -184,7 +183,7 @@ class ServerBench:
             )
         out_tokens = sum(r.output_tokens for r in results)
         ttft, latency = [r.ttft_s for r in results], [r.latency_s for r in results]
-        correct = [score(r.text.strip(), p) for r, p in zip(results, asked)]  # see above
+        correct = [score(r.text, p) for r, p in zip(results, asked)]
         return {
             "engine": "server",
             "method": settings.method,

@@ -22,6 +22,7 @@ import torch
 
 from . import policy
 from .forward import StepObservation
+from .logprobs import pack
 from .step_batch import SeqPlan
 
 
@@ -36,6 +37,7 @@ class SeqResult:
     refresh_from: int  # the layer this step recomputed every row from (L: none)
     rows_computed: int  # rows computed, summed over layers
     similarity: np.ndarray  # [L] drift similarity per layer (NaN: not tested)
+    logprobs: np.ndarray | None = None  # [O, 3 + 2k] ``logprobs.pack`` rows, when asked for
 
 
 def commit(obs: StepObservation, plans: list[SeqPlan], mask_id: int) -> list[SeqResult]:
@@ -58,11 +60,43 @@ def commit(obs: StepObservation, plans: list[SeqPlan], mask_id: int) -> list[Seq
     top_k = torch.tensor([-1 if r.top_k is None else r.top_k for r in rules], device=device)
     keep = policy.commit_batched(conf, seg, local, num_seqs, int(max(counts, default=0)),
                                  threshold, top_k)  # bool [O]
+    logprob_rows, k = _logprob_rows(logits, tokens, plans, starts)
     packed = torch.cat([
         keep.double(), tokens.double(), obs.attended.double().flatten(),
-        obs.deferred_from.double(), obs.similarity.flatten(),
+        obs.deferred_from.double(), obs.similarity.flatten(), logprob_rows.flatten(),
     ]).cpu().numpy()  # HOST SYNC: the one copy of the step's results
-    return _unpack(packed, obs, counts, num_seqs)
+    results = _unpack(packed, obs, counts, num_seqs)
+    _attach_logprobs(results, packed[-logprob_rows.numel() or len(packed) :], plans, k)
+    return results
+
+
+def _logprob_rows(logits, tokens, plans: list[SeqPlan], starts: np.ndarray):
+    """The logprob rows of every sequence that asked for them, in one call: [rows, 3 + 2k]."""
+    asked = [s for s, p in enumerate(plans) if p.commit.logprobs is not None]
+    if not asked:
+        return logits.new_zeros(0, dtype=torch.float64), 0
+    vocab = logits.shape[-1]
+    k = max(vocab if plans[s].commit.logprobs < 0 else plans[s].commit.logprobs for s in asked)
+    k = min(k, vocab)
+    index = np.concatenate([np.arange(starts[s], starts[s + 1]) for s in asked])
+    rows = torch.from_numpy(index).to(logits.device)
+    return pack(logits[rows], tokens[rows], k), k
+
+
+def _attach_logprobs(results, flat: np.ndarray, plans: list[SeqPlan], k: int) -> None:
+    """Give each asking sequence its rows, cut to its own number of alternatives."""
+    if k == 0 and not any(p.commit.logprobs is not None for p in plans):
+        return
+    table = flat.reshape(-1, 3 + 2 * k)
+    at = 0
+    for result, plan in zip(results, plans):
+        want = plan.commit.logprobs
+        if want is None:
+            continue
+        own = k if want < 0 else min(want, k)
+        rows = table[at : at + result.keep.shape[0]]
+        result.logprobs = np.concatenate([rows[:, : 3 + own], rows[:, 3 + k : 3 + k + own]], 1)
+        at += result.keep.shape[0]
 
 
 def _sampled(
@@ -92,7 +126,8 @@ def _unpack(packed: np.ndarray, obs: StepObservation, counts: np.ndarray, num_se
     attended = attended.reshape(num_layers, num_seqs, width)
     at += obs.attended.numel()
     deferred = packed[at : at + num_seqs].astype(np.int64)
-    similarity = packed[at + num_seqs :].reshape(num_layers, num_seqs)
+    at += num_seqs
+    similarity = packed[at : at + num_layers * num_seqs].reshape(num_layers, num_seqs)
     starts = np.concatenate([[0], np.cumsum(counts)])
     return [
         SeqResult(

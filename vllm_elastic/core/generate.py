@@ -35,10 +35,11 @@ CacheFactory = Callable[[LLaDAModel, int, bool], BlockTable]
 DECODERS: dict[str, Callable[..., DecodeState]] = {
     "llada": lambda prompt, s, cfg, dev, caches: LLaDAState(prompt, s, cfg, dev),
     "fastdllm": lambda prompt, s, cfg, dev, caches: FastDLLMState(
-        prompt, s, cfg, None if s.cache == "none" else caches(len(prompt) + s.gen_length, False)
+        prompt, s, cfg, dev,
+        None if s.cache == "none" else caches(len(prompt) + s.gen_length, False),
     ),
     "elastic": lambda prompt, s, cfg, dev, caches: ElasticState(
-        prompt, s, cfg, caches(len(prompt) + s.gen_length, True)
+        prompt, s, cfg, dev, caches(len(prompt) + s.gen_length, True)
     ),
 }
 

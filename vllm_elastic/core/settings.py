@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from .policy import COSINE_MODES
@@ -13,11 +14,13 @@ FASTDLLM_CACHES = ("none", "prefix", "dual")
 REFRESH_POLICIES = ("drift", "always", "never")
 REFRESH_MODES = ("immediate", "deferred")
 
-OPTIONAL_INTS = ("steps", "tokens_per_step", "max_steps")
+OPTIONAL_INTS = ("steps", "tokens_per_step", "max_steps", "logprobs")
 DEFAULT_WINDOW = 16  # Elastic-Cache window_length (β)
 DEFAULT_THRESHOLD = 0.9  # confidence threshold τ (Elastic-Cache and Fast-dLLM)
 DEFAULT_GAMMA = 0.9  # drift threshold γ
 DEFAULT_BLOCK_LENGTH = 32  # LLaDA demo and Fast-dLLM block size
+ALL_LOGPROBS = -1  # logprobs=-1: every token of the vocabulary is an alternative (as in vLLM)
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
 
 
 @dataclass(slots=True, frozen=True)
@@ -50,10 +53,30 @@ class DecodeSettings:
     seed: int = 0
     # fastdllm
     cache: str = "prefix"
+    # record each committed token's log-probability and this many top alternatives, from the
+    # step that commits it (core/logprobs.py); -1: the whole vocabulary; None: nothing is recorded
+    logprobs: int | None = None
 
     @property
     def num_steps(self) -> int:
         return self.steps if self.steps is not None else self.gen_length
+
+    def block_spans(self) -> list[tuple[int, int]]:
+        """The canvas's blocks as (start, end) offsets after the prompt: ``block_length`` each, the
+        last one shorter when ``gen_length`` is not a multiple of it."""
+        b, g = self.block_length, self.gen_length
+        return [(lo, min(lo + b, g)) for lo in range(0, g, b)]
+
+    def llada_block_steps(self) -> list[int]:
+        """LLaDA's steps per block: ``steps * len(block) // gen_length``, at least 1 and at most
+        ``len(block)`` (a step that commits nothing would only repeat the forward).
+
+        Proportional to the block's length, so a canvas that is a multiple of ``block_length``
+        with ``steps`` a multiple of the block count gets the reference's ``steps // num_blocks``
+        for every block, and one token per step (steps = gen_length, the default) stays one.
+        """
+        steps, g = self.num_steps, self.gen_length
+        return [min(hi - lo, max(1, steps * (hi - lo) // g)) for lo, hi in self.block_spans()]
 
     def validate(self) -> "DecodeSettings":
         _choice("method", self.method, METHODS)
@@ -76,22 +99,19 @@ class DecodeSettings:
             raise ValueError(f"max_steps must be > 0, got {self.max_steps}")
         if self.track_num <= 0:
             raise ValueError(f"track_num must be > 0, got {self.track_num}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 <= self.temperature < math.inf:
+            raise ValueError(f"temperature must be finite and >= 0, got {self.temperature}")
         if self.block_length <= 0:
             raise ValueError(f"block_length must be > 0, got {self.block_length}")
-        if self.method in ("llada", "fastdllm") and self.gen_length % self.block_length:
+        if self.method == "llada" and self.num_steps <= 0:
+            raise ValueError(f"llada: steps must be > 0, got {self.num_steps}")
+        if not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
+            raise ValueError(f"seed must be in [{SEED_RANGE[0]}, {SEED_RANGE[1]}], got {self.seed}")
+        if self.logprobs is not None and self.logprobs < ALL_LOGPROBS:
             raise ValueError(
-                f"{self.method}: gen_length {self.gen_length} must be a multiple of "
-                f"block_length {self.block_length}"
+                f"logprobs must be >= 0 (top alternatives) or {ALL_LOGPROBS} (the whole "
+                f"vocabulary), got {self.logprobs}"
             )
-        if self.method == "llada":
-            blocks = self.gen_length // self.block_length
-            if self.num_steps <= 0 or self.num_steps % blocks:
-                raise ValueError(
-                    f"llada: steps {self.num_steps} must be a positive multiple of the number of "
-                    f"blocks ({blocks} = gen_length / block_length)"
-                )
         return self
 
     def replace(self, **changes) -> "DecodeSettings":

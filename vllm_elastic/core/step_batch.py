@@ -38,7 +38,8 @@ class CommitRule:
     """How a sequence commits from its logit rows (``commit.py``).
 
     ``top_k`` set: the ``top_k`` most confident rows (0: none); None: every row with confidence
-    >= min(threshold, max confidence). ``temperature`` > 0: Gumbel-noised argmax (LLaDA), drawn
+    >= min(threshold, max confidence). ``temperature`` > 0: the token is the Gumbel-noised argmax
+    and its confidence the unnoised probability (LLaDA; Fast-dLLM's ``get_transfer_index``), drawn
     with ``generator``; ``random_confidence``: uniform confidences (LLaDA's ``random`` remasking).
     """
 
@@ -47,6 +48,7 @@ class CommitRule:
     temperature: float = 0.0
     random_confidence: bool = False
     generator: torch.Generator | None = None
+    logprobs: int | None = None  # record logprobs with this many alternatives (-1: all; None: off)
 
     @property
     def sampled(self) -> bool:

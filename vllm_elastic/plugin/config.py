@@ -19,7 +19,7 @@ from vllm.logger import init_logger
 from vllm.model_executor.models.config import VerifyAndUpdateConfig
 
 from ..core.config import LLADA_8B_EOS_ID, LLADA_8B_MASK_ID, LLaDAConfig
-from . import TOKENIZER_MODE, settings
+from . import TOKENIZER_MODE, patches, settings
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
@@ -121,6 +121,8 @@ class ElasticConfigHook(VerifyAndUpdateConfig):
             model.logits_processors = [*processors, settings.VALIDATOR_QUALNAME]
         if model.tokenizer_mode in ("auto", "hf"):  # prompt checks of plugin/renderer.py
             model.tokenizer_mode = TOKENIZER_MODE
+        _default_temperature(model, defaults.temperature)
+        patches.apply_prompt_free_detokenizer()
         logger.info(
             "vllm-elastic: %s uses worker %s and scheduler %s; turned off: %s; default method %s",
             ARCHITECTURE,
@@ -144,6 +146,20 @@ def _worker_cls(vllm_config: VllmConfig) -> str:
     vllm_config.model_config.enforce_eager = True
     vllm_config.scheduler_config.async_scheduling = False
     return GPU_WORKER_CLS
+
+
+def _default_temperature(model, temperature: float) -> None:
+    """A request that sets no temperature decodes at the engine's (0, greedy, unless
+    ``additional_config`` says otherwise), as LLaDA's reference sampler does, instead of vLLM's
+    fallback of 1.0; a ``generation_config.json`` that names one is kept."""
+    if "temperature" in model.override_generation_config:
+        return
+    if model.generation_config != "vllm" and "temperature" in model.try_get_generation_config():
+        return
+    model.override_generation_config = {
+        **model.override_generation_config,
+        "temperature": temperature,
+    }
 
 
 def _check_ray(par) -> None:

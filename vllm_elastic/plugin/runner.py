@@ -45,9 +45,11 @@ from ..core.decoders.base import DecodeState, RefreshCost
 from ..core.forward import no_reduce
 from ..core.generate import new_state, step
 from ..core.kv_pool import BlockTable, KVPool
+from ..core.logprobs import TokenLogprobs
 from ..core.op_count import OpCounts
 from . import settings, trace
 from .decisions import DecisionDigest
+from .logprobs import step_logprobs
 from .metrics import PendingMetrics
 from .paged_cache import BlocksMoved, PagedStore, bind
 from .refresh import STEP_LIMIT_REASON, ElasticRunnerOutput, ElasticSchedulerOutput, extend
@@ -75,13 +77,16 @@ class RequestDecode:
     error: str | None = None
     cache: BlockTable | None = None  # the state's caches in this request's KV blocks
     step_limited: bool = False  # its decode ended at the step bound before the canvas was filled
+    wants_logprobs: bool = False  # the request asked for logprobs (its state records them)
+    added_eos: int = 0  # an EOS that take_committed added to end the request (1) or not (0)
 
     def take_committed(self) -> list[int]:
         """Tokens that extend the contiguous committed prefix since the last call (EOS included)."""
+        self.added_eos = 0
         if self.finished:
             return []
         if self.state is None:
-            self.finished = True
+            self.finished, self.added_eos = True, 1
             return [self.eos_id]  # the scheduler stops the request on the model's EOS
         canvas = self.state.canvas  # every core decoder keeps its canvas as ``canvas`` (host)
         rest = canvas.x[self.prompt_len + self.emitted :]  # [G - emitted]
@@ -95,6 +100,19 @@ class RequestDecode:
         if self.state.done and not self.finished:  # the step bound ended it: nothing more comes
             self.finished = self.step_limited = True
         return new
+
+    def logprobs_of(self, tokens: list[int]) -> list[TokenLogprobs] | None:
+        """The records of ``tokens``, just taken by ``take_committed``; None if none were asked.
+
+        An EOS the runner added to end a request gets logprob 0 and no alternatives: no step
+        committed it.
+        """
+        if not self.wants_logprobs:
+            return None
+        decoded = len(tokens) - self.added_eos
+        end = self.prompt_len + self.emitted
+        entries = self.state.logprobs.span(end - decoded, end) if decoded else []
+        return entries + [TokenLogprobs(self.eos_id, 0.0, 1, [], [])] * self.added_eos
 
 
 class ElasticRunnerMixin:
@@ -112,6 +130,7 @@ class ElasticRunnerMixin:
         self.engine_defaults = settings.engine_settings(self.vllm_config.additional_config)
         self.step_pending = False  # execute_model saw scheduled tokens; _sample has not run yet
         self.step_tokens: list[list[int]] = []  # the step's new tokens per request (batch order)
+        self.step_logprobs: list[list[TokenLogprobs] | None] = []  # their records, if asked
         self.paged_store: PagedStore | None = None  # set once vLLM has allocated the KV tensors
         self.paged_group = 0  # the KV cache group (block table) of the paged layers
         # Tensor parallel: the Elastic statistics are sums over heads, so forward_step reduces each
@@ -184,13 +203,14 @@ class ElasticRunnerMixin:
             return super()._model_forward(
                 input_ids, positions, intermediate_tensors, inputs_embeds, **model_kwargs
             )
-        self.step_tokens = self._diffusion_step()
+        self.step_tokens, self.step_logprobs = self._diffusion_step()
         # zero-width: vLLM indexes these rows for its sampler, and the model's compute_logits
         # returns zero-width logits for them without running the LM head
         return torch.empty(positions.shape[-1], 0, dtype=self.dtype, device=self.device)
 
-    def _diffusion_step(self) -> list[list[int]]:
-        """One denoising step of every scheduled request; its new tokens, in batch order."""
+    def _diffusion_step(self):
+        """One denoising step of every scheduled request; its new tokens and their logprob
+        records (None where not asked), in batch order."""
         batch = self.input_batch
         req_ids = batch.req_ids[: batch.num_reqs]
         decodes = [self._decode_of(req_id) for req_id in req_ids]
@@ -201,6 +221,7 @@ class ElasticRunnerMixin:
         if self.decisions.enabled:
             self.decisions.update(ready)
         new_tokens = [d.take_committed() for d in decodes]
+        new_logprobs = [d.logprobs_of(tokens) for d, tokens in zip(decodes, new_tokens)]
         decoded = {id(state) for state in ready}
         for req_id, d, tokens in zip(req_ids, decodes, new_tokens):
             if id(d.state) in decoded:
@@ -210,7 +231,7 @@ class ElasticRunnerMixin:
                 self.pending_metrics.observe_request(d.state.stats.to_dict())
                 if d.step_limited:
                     self._end_step_limited(req_id, d)
-        return new_tokens
+        return new_tokens, new_logprobs
 
     def _end_step_limited(self, req_id: str, decode: RequestDecode) -> None:
         """Report a request whose decode reached its step bound; the scheduler ends it."""
@@ -229,12 +250,15 @@ class ElasticRunnerMixin:
             return super()._sample(logits, spec_decode_metadata)
         self.step_pending = False
         new_tokens, self.step_tokens = self.step_tokens, []
+        new_logprobs, self.step_logprobs = self.step_logprobs, []
         width = max([MIN_WIDTH, *map(len, new_tokens)])
         out = np.full((len(new_tokens), width), PLACEHOLDER, dtype=np.int32)  # [R, width]
         for row, tokens in enumerate(new_tokens):
             out[row, : len(tokens)] = tokens
         sampled = torch.from_numpy(out).to(self.device)
-        return SamplerOutput(sampled_token_ids=sampled, logprobs_tensors=None)
+        return SamplerOutput(
+            sampled_token_ids=sampled, logprobs_tensors=step_logprobs(new_logprobs, width)
+        )
 
     def _step(self, model, req_ids: list[str], states: list[DecodeState]) -> None:
         """One core step of the ready states, their granted refreshes in it; then collect the
@@ -258,6 +282,7 @@ class ElasticRunnerMixin:
         cfg = model.config
         prompt = list(request.prompt_token_ids or [])
         decode = RequestDecode(None, len(prompt), cfg.eos_token_id, cfg.mask_token_id)
+        decode.wants_logprobs = request.sampling_params.logprobs is not None
         try:
             s = settings.request_settings(request.sampling_params, self.engine_defaults)
             decode.state = new_state(model, prompt, s, self._cache_factory(decode))

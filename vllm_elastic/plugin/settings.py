@@ -2,7 +2,11 @@
 ``SamplingParams.extra_args`` (the OpenAI server's ``vllm_xargs``), parsed by the core's
 ``DecodeSettings.from_dict`` so that there is one set of names, defaults and error messages.
 
-``max_tokens`` is the canvas length (``gen_length``). Per-request keys override engine-wide ones.
+``max_tokens`` is the canvas length (``gen_length``); ``temperature`` and ``seed`` are LLaDA's
+Gumbel-max sampling (a request with no seed and a temperature above 0 gets a fresh random seed, as
+in vLLM); ``logprobs`` asks the decoder to record them (``core/logprobs.py``). ``extra_args`` may
+set ``temperature`` and ``seed`` too, and then they win. Per-request keys override engine-wide
+ones. The other ``SamplingParams`` are checked by ``plugin/sampling.py``.
 ``refresh_budget`` (token rows per step for deferred refreshes, ``plugin/refresh.py``) is an
 engine-only key of ``additional_config["elastic"]``; it is not a ``DecodeSettings`` field.
 Bad values raise ``ValueError`` in the front end, at submission: ``ElasticSettingsValidator`` is a
@@ -15,10 +19,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import random
+
 import torch
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 
-from ..core.settings import DecodeSettings
+from ..core.settings import SEED_RANGE, DecodeSettings
+from .sampling import check_sampling_params
 
 if TYPE_CHECKING:
     from vllm import SamplingParams
@@ -73,12 +80,29 @@ def request_settings(params: SamplingParams, base: DecodeSettings) -> DecodeSett
             f"{REFRESH_BUDGET_KEY} is engine-wide: set it in additional_config"
             f"[{ADDITIONAL_CONFIG_KEY!r}], not per request"
         )
+    if extra.get("logprobs") is not None:
+        raise ValueError("ask for logprobs with the request's logprobs, not extra_args['logprobs']")
     if params.max_tokens is None:
         raise ValueError("max_tokens (the canvas length) is required")
+    check_sampling_params(params)
     # NOTE: early_stop is forced on: vLLM finishes a request at its EOS, so decoding past it would
     # be work nobody reads (the core's default, off, keeps the reference samplers' full schedules).
-    merged = {**extra, "gen_length": params.max_tokens, "early_stop": True}
+    merged = {
+        "temperature": params.temperature,
+        "seed": _seed(params, base),
+        **extra,
+        "gen_length": params.max_tokens,
+        "early_stop": True,
+        "logprobs": params.logprobs,
+    }
     return DecodeSettings.from_dict(merged, base)
+
+
+def _seed(params: SamplingParams, base: DecodeSettings) -> int:
+    """The request's seed; without one, a fresh one when it samples, else the engine's."""
+    if params.seed is not None:
+        return params.seed
+    return random.randint(0, SEED_RANGE[1]) if params.temperature > 0 else base.seed
 
 
 def set_engine_defaults(vllm_config: VllmConfig) -> DecodeSettings:

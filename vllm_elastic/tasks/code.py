@@ -54,5 +54,4 @@ def make_problem(rng: random.Random) -> dict:
 
 
 def score(text: str, problem: dict) -> bool:
-    # NOTE: strip: a server detokenizes in the prompt's context, so its text may start with a space.
-    return run_tests(text.strip(), problem["entry_point"], problem["tests"])
+    return run_tests(text, problem["entry_point"], problem["tests"])

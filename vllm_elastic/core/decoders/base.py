@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+import torch
 
 from ..accounting import ComputeStats
 from ..commit import SeqResult
 from ..config import LLaDAConfig
 from ..kv_pool import BlockTable
+from ..logprobs import LogprobRecord, TokenLogprobs
 from ..settings import DecodeSettings
 from ..step_batch import CommitRule, SeqPlan
 
@@ -68,6 +70,7 @@ class DecodeState(Protocol):
     steps_taken: int  # advance() calls so far
     max_steps: int  # the step bound: done at the latest after this many steps
     step_limited: bool  # done at the bound with positions of the answer still masked
+    logprobs: LogprobRecord | None  # the committed tokens' logprobs, when settings ask for them
 
     def plan(self) -> SeqPlan: ...
 
@@ -149,7 +152,9 @@ class CanvasState:
     lowers the bound (an operator's cap on the work one request may take).
     """
 
-    def __init__(self, prompt: list[int], settings: DecodeSettings, cfg: LLaDAConfig) -> None:
+    def __init__(
+        self, prompt: list[int], settings: DecodeSettings, cfg: LLaDAConfig, device
+    ) -> None:
         self.settings = settings
         self.canvas = Canvas.new(prompt, settings.gen_length, cfg)
         self.stats = ComputeStats(cfg.n_layers)
@@ -162,6 +167,20 @@ class CanvasState:
         if settings.max_steps is not None:
             self.max_steps = min(self.max_steps, settings.max_steps)
         self.step_limited = False
+        # random draws (Gumbel noise, random remasking), seeded per request: reproducible alone
+        # or batched
+        self.generator = torch.Generator(device=device).manual_seed(settings.seed)
+        self.logprobs: LogprobRecord | None = None
+        if settings.logprobs is not None:
+            self.logprobs = LogprobRecord(settings.logprobs)
+
+    def record_commit(self, positions: np.ndarray, result: SeqResult) -> None:
+        """Keep the logprobs of the rows ``result`` committed (at canvas ``positions``), when the
+        settings asked for them (computed in the batched commit, ``commit.py``)."""
+        if self.logprobs is None or result.logprobs is None:
+            return
+        for pos, row in zip(positions.tolist(), result.logprobs[result.keep]):
+            self.logprobs.by_position[pos] = TokenLogprobs.from_row(row)
 
     def step_bound(self) -> int:
         """The most steps the method takes on this canvas: one masked position filled per step."""
@@ -181,4 +200,7 @@ class CanvasState:
     def threshold_rule(self) -> CommitRule:
         """Fast-dLLM's and Elastic-Cache's rule, or the fixed top-k when ``tokens_per_step``."""
         s = self.settings
-        return CommitRule(threshold=s.threshold, top_k=s.tokens_per_step)
+        return CommitRule(
+            threshold=s.threshold, top_k=s.tokens_per_step, temperature=s.temperature,
+            generator=self.generator, logprobs=s.logprobs,
+        )

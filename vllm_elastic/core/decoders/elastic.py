@@ -31,9 +31,14 @@ NO_DRIFT_TEST = -1.0  # a gamma no similarity falls below
 
 class ElasticState(CanvasState):
     def __init__(
-        self, prompt: list[int], settings: DecodeSettings, cfg: LLaDAConfig, cache: BlockTable
+        self,
+        prompt: list[int],
+        settings: DecodeSettings,
+        cfg: LLaDAConfig,
+        device,
+        cache: BlockTable,
     ):
-        super().__init__(prompt, settings, cfg)
+        super().__init__(prompt, settings, cfg, device)
         self.cache = cache
         n, p = self.canvas.length, self.canvas.prompt_len
         self.masked = np.arange(p, n)  # ascending still-masked positions
@@ -89,6 +94,7 @@ class ElasticState(CanvasState):
             self._pending_from = min(self._pending_from, result.deferred_from)
         committed, values = window[result.keep], result.tokens[result.keep]
         c.x[committed] = values
+        self.record_commit(committed, result)
         self.newdec = committed
         self.masked = self.masked[~np.isin(self.masked, committed)]
         is_eos = values == c.eos_id

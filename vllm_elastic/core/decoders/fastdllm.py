@@ -25,17 +25,18 @@ class FastDLLMState(NoDeferredRefresh, CanvasState):
         prompt: list[int],
         settings: DecodeSettings,
         cfg: LLaDAConfig,
+        device,
         cache: BlockTable | None,
     ):
-        super().__init__(prompt, settings, cfg)
-        self.num_blocks = settings.gen_length // settings.block_length
+        super().__init__(prompt, settings, cfg, device)
+        self.spans = settings.block_spans()  # (start, end) of each block after the prompt
         self.block, self.block_started = 0, False
         self.cache = cache
         self._candidates = self._all[:0]
 
     def _block_span(self) -> tuple[int, int]:
-        lo = self.canvas.prompt_len + self.block * self.settings.block_length
-        return lo, lo + self.settings.block_length
+        lo, hi = self.spans[self.block]
+        return self.canvas.prompt_len + lo, self.canvas.prompt_len + hi
 
     def plan(self) -> SeqPlan:
         lo, hi = self._block_span()
@@ -57,9 +58,10 @@ class FastDLLMState(NoDeferredRefresh, CanvasState):
         lo, hi = self._block_span()
         c = self.canvas
         c.x[self._candidates[result.keep]] = result.tokens[result.keep]
+        self.record_commit(self._candidates[result.keep], result)
         self.block_started = True
         if not (c.x[lo:hi] == c.mask_id).any():
             self.block, self.block_started = self.block + 1, False
-            self.done = self.block == self.num_blocks
+            self.done = self.block == len(self.spans)
         self.done = self.done or (self.settings.early_stop and self.canvas.answered())
         self.end_step()

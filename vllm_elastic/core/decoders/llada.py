@@ -9,7 +9,6 @@ and the top ``num_transfer_tokens[step]`` are committed. Decodes all blocks (no 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from .. import policy
 from ..commit import SeqResult
@@ -21,27 +20,26 @@ from .base import CanvasState, NoDeferredRefresh
 
 class LLaDAState(NoDeferredRefresh, CanvasState):
     def __init__(self, prompt: list[int], settings: DecodeSettings, cfg: LLaDAConfig, device) -> None:
-        super().__init__(prompt, settings, cfg)
-        self.num_blocks = settings.gen_length // settings.block_length
-        self.steps_per_block = settings.num_steps // self.num_blocks
+        super().__init__(prompt, settings, cfg, device)
+        self.spans = settings.block_spans()  # (start, end) of each block after the prompt
+        self.block_steps = settings.llada_block_steps()  # steps of each block
         self.block, self.step_in_block = 0, 0
         self.schedule: list[int] = []
-        self.generator = torch.Generator(device=device).manual_seed(settings.seed)
         self._candidates = self._all[:0]
 
     def plan(self) -> SeqPlan:
         """A full forward; the masked positions of the current block compete for the commits."""
         s, c = self.settings, self.canvas
-        lo = c.prompt_len + self.block * s.block_length
-        hi = lo + s.block_length
+        lo, hi = (c.prompt_len + b for b in self.spans[self.block])
         self._candidates = lo + np.flatnonzero(c.x[lo:hi] == c.mask_id)  # [O]
         if self.step_in_block == 0:
             self.schedule = policy.num_transfer_tokens(
-                self._candidates.size, self.steps_per_block
+                self._candidates.size, self.block_steps[self.block]
             )
         rule = CommitRule(
             top_k=self.schedule[self.step_in_block], temperature=s.temperature,
             random_confidence=s.remasking == "random", generator=self.generator,
+            logprobs=s.logprobs,
         )
         return SeqPlan(
             ids=c.x, rows=self._all, refresh_from=0, logit_rows=self._candidates, commit=rule,
@@ -51,10 +49,11 @@ class LLaDAState(NoDeferredRefresh, CanvasState):
     def advance(self, result: SeqResult) -> None:
         s = self.settings
         self.canvas.x[self._candidates[result.keep]] = result.tokens[result.keep]
+        self.record_commit(self._candidates[result.keep], result)
         self.step_in_block += 1
-        if self.step_in_block == self.steps_per_block:
+        if self.step_in_block == self.block_steps[self.block]:
             self.block, self.step_in_block = self.block + 1, 0
-            self.done = self.block == self.num_blocks
+            self.done = self.block == len(self.spans)
         self.done = self.done or (s.early_stop and self.canvas.answered())
         self.end_step()
 
