@@ -271,8 +271,9 @@ def llada_reference(
 
     The project's random stream (not LLaDA's, which draws from the global generator over the whole
     canvas): ``torch.Generator().manual_seed(seed)``; each step draws first the Gumbel noise of
-    every generated position and vocabulary entry (float64, only when temperature > 0), then the
-    ``random`` remasking priority of every generated position (float64)."""
+    the block's masked positions (ascending) and every vocabulary entry (float64, only when
+    temperature > 0), then the ``random`` remasking priority of those positions (float64). The
+    other positions cannot be committed in the step, so they draw nothing."""
     ref = RefLLaDA(model)
     p_len = len(prompt)
     x = torch.tensor(prompt + [ref.mask_id] * gen_length)
@@ -290,7 +291,7 @@ def llada_reference(
             candidates = [i for i in range(hi) if int(gen[i]) == ref.mask_id]
             x0, conf = _llada_tokens(trace, logits, candidates, temperature, generator)
             if remasking == "random":
-                conf = torch.rand(gen_length, dtype=torch.float64, generator=generator)[candidates]
+                conf = torch.rand(len(candidates), dtype=torch.float64, generator=generator)
             chosen = trace.topk(conf, count) if count else []
             for c in chosen:
                 gen[candidates[c]] = x0[c]
@@ -306,8 +307,9 @@ def _llada_tokens(trace, logits, candidates, temperature, generator):
     if temperature == 0:
         conf, x0 = confidence(trace, logits[candidates])
         return x0, conf
-    noise = torch.rand(logits.shape, dtype=torch.float64, generator=generator)  # [G, V]
-    noisy = (logits.double().exp() / (-torch.log(noise)) ** temperature)[candidates]
+    rows = logits[candidates].double()  # [R, V]
+    noise = torch.rand(rows.shape, dtype=torch.float64, generator=generator)  # [R, V]
+    noisy = rows.exp() / (-torch.log(noise)) ** temperature
     top2 = noisy.topk(2, dim=-1).values  # [R, 2]
     gap = ((top2[:, 0] - top2[:, 1]) / top2[:, 0]).min().item()
     trace.argmax_margin = min(trace.argmax_margin, gap)
