@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gen-length", type=int, default=256)
     ap.add_argument("--json", default=None)
     ap.add_argument("--engine", choices=("core", "vllm"), default="core")
+    ap.add_argument("--refresh-mode", choices=("immediate", "deferred"), default="immediate")
     args = ap.parse_args(argv)
     model, tokenizer = load(args.model)
     prompt = encode_prompt(tokenizer, PROMPT)
@@ -103,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {"command": " ".join(sys.argv), "engine": args.engine, "methods": {}}
     for method in args.methods.split(","):
-        settings = DecodeSettings(method=method, gen_length=args.gen_length)
+        settings = DecodeSettings(
+            method=method, gen_length=args.gen_length, refresh_mode=args.refresh_mode
+        )
         rows = [count(settings, r) for r in batches]
         report["methods"][method] = {"rows": rows, **slope(rows)}
         for row in rows:
