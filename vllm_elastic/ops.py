@@ -100,9 +100,20 @@ def elastic_attention_varlen(
     """One layer's attention and statistics for a whole batch (the signature and results of
     ``core.elastic_attention.elastic_attention_varlen_ref``)."""
     fn = elastic_attention_varlen_ref
-    if kernel_for(q.device):
+    if kernel_for(q.device) and not _plain_batch(q, reads_cache, window, tracked):
         fn = torch.ops.vllm_elastic.elastic_attention_varlen
     return fn(
         q, k_new, v_new, row_seq, row_pos, cu_rows, max_rows, key_cache, value_cache,
         block_tables, seq_lens, max_len, reads_cache, window, tracked, prev_q,
     )
+
+
+def _plain_batch(
+    q: torch.Tensor, reads_cache: torch.Tensor, window: torch.Tensor, tracked: torch.Tensor
+) -> bool:
+    """Every position of every sequence is new and no statistic is asked for: nothing to read or
+    fuse, and the twin is padded SDPA over the step's own K/V, whose GEMMs beat the CPU kernel's
+    loops (BENCHMARKS §9). Decided on the CPU only, where reading reads_cache costs no sync."""
+    if q.device.type != "cpu" or window.shape[1] or tracked.shape[1]:
+        return False
+    return not bool(reads_cache.any())
