@@ -1,5 +1,6 @@
-// The fused Elastic-Cache attention op: shared declarations of the CPU, CUDA and Meta kernels.
-// Semantics: /work/notes/kernel_spec.md, mirrored by vllm_elastic/core/elastic_attention.py.
+// The fused Elastic-Cache attention ops (elastic_attention_varlen for a batch, elastic_attention
+// for one sequence): shared declarations of the CPU, CUDA and Meta kernels. Semantics: the torch
+// twins in vllm_elastic/core/elastic_attention.py.
 #pragma once
 
 #include <ATen/core/Tensor.h>
