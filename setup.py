@@ -14,7 +14,12 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 CSRC = Path("csrc")
-CPU_SOURCES = ["ops.cpp", "elastic_attention_args.cpp", "elastic_attention_cpu.cpp"]
+CPU_SOURCES = [
+    "ops.cpp",
+    "elastic_attention_args.cpp",
+    "elastic_attention_cpu.cpp",
+    "elastic_attention_varlen_cpu.cpp",
+]
 CUDA_SOURCES = ["elastic_attention_cuda.cu"]
 
 

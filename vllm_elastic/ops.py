@@ -19,15 +19,21 @@ from .core.elastic_attention import elastic_attention_ref, elastic_attention_var
 BACKEND_ENV = "VLLM_ELASTIC_ATTENTION"  # "torch": use the twins even when the kernels are built
 
 
+OP_NAMES = ("elastic_attention", "elastic_attention_varlen")
+
+
 def _load_extension() -> tuple[bool, bool]:
-    """(CPU kernel available, CUDA kernel available)."""
+    """(CPU kernels available, CUDA kernels available): every op of OP_NAMES, so that an extension
+    built before an op was added counts as missing (rebuild it) rather than failing a call."""
     try:
         from . import _C  # noqa: F401  (registers torch.ops.vllm_elastic.*)
     except ImportError:
         return False, False
-    op = torch.ops.vllm_elastic.elastic_attention.default
-    has_cuda = torch._C._dispatch_has_kernel_for_dispatch_key(op.name(), "CUDA")
-    return True, bool(has_cuda)
+    if not all(hasattr(torch.ops.vllm_elastic, name) for name in OP_NAMES):
+        return False, False
+    has = torch._C._dispatch_has_kernel_for_dispatch_key
+    ops = [getattr(torch.ops.vllm_elastic, name).default.name() for name in OP_NAMES]
+    return True, all(has(op, "CUDA") for op in ops)
 
 
 HAS_CPU_KERNEL, HAS_CUDA_KERNEL = _load_extension()
@@ -73,7 +79,41 @@ def elastic_attention(
     )
 
 
-def elastic_attention_varlen(*args):
+def elastic_attention_varlen(
+    q: torch.Tensor,
+    k_new: torch.Tensor,
+    v_new: torch.Tensor,
+    row_seq: torch.Tensor,
+    row_pos: torch.Tensor,
+    cu_rows: torch.Tensor,
+    max_rows: int,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+    max_len: int,
+    reads_cache: torch.Tensor,
+    window: torch.Tensor,
+    tracked: torch.Tensor,
+    prev_q: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One layer's attention and statistics for a whole batch (the signature and results of
     ``core.elastic_attention.elastic_attention_varlen_ref``)."""
-    return elastic_attention_varlen_ref(*args)
+    fn = elastic_attention_varlen_ref
+    if kernel_for(q.device) and not _plain_batch(q, reads_cache, window, tracked):
+        fn = torch.ops.vllm_elastic.elastic_attention_varlen
+    return fn(
+        q, k_new, v_new, row_seq, row_pos, cu_rows, max_rows, key_cache, value_cache,
+        block_tables, seq_lens, max_len, reads_cache, window, tracked, prev_q,
+    )
+
+
+def _plain_batch(
+    q: torch.Tensor, reads_cache: torch.Tensor, window: torch.Tensor, tracked: torch.Tensor
+) -> bool:
+    """Every position of every sequence is new and no statistic is asked for: nothing to read or
+    fuse, and the twin is padded SDPA over the step's own K/V, whose GEMMs beat the CPU kernel's
+    loops (BENCHMARKS §9). Decided on the CPU only, where reading reads_cache costs no sync."""
+    if q.device.type != "cpu" or window.shape[1] or tracked.shape[1]:
+        return False
+    return not bool(reads_cache.any())

@@ -27,6 +27,12 @@ def test_gpu_check_smoke(tmp_path):
     ops_rows = report["elastic_attention"]
     assert [r["n"] for r in ops_rows] == [128, 256]
     assert all(r["op_ms"] > 0 and r["torch_ms"] > 0 for r in ops_rows)
+    varlen = report["elastic_attention_varlen"]
+    assert [r["R"] for r in varlen] == [1, 2]
+    assert all(r["op_ms"] > 0 and r["torch_ms"] > 0 for r in varlen)
+    steps = report["step"]
+    assert [r["R"] for r in steps] == [1, 2]
+    assert all(r["op_ms_per_step"] > 0 and r["torch_ms_per_step"] > 0 for r in steps)
     elastic = [r for r in rows if r["method"] == "elastic"]
     assert all(r["layer_token_fraction"] < 1.0 for r in elastic)
 
