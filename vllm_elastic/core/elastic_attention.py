@@ -61,11 +61,10 @@ def elastic_attention_varlen_ref(
     num_seqs, heads, dh = seq_lens.numel(), q.shape[1], q.shape[2]
     pos = torch.arange(max_len, device=q.device)  # [n]
     key_valid = pos[None, :] < seq_lens[:, None]  # [R, n]
-    # the drift test's "before" reads the cached keys even where this step computes every row
-    old_k = _gather(key_cache, block_tables, key_valid, max_len)  # [R, n, Hkv, dh]
-    reads = reads_cache[:, None, None, None]
-    k_all = torch.where(reads, old_k, 0.0)
-    v_all = torch.where(reads, _gather(value_cache, block_tables, key_valid, max_len), 0.0)
+    kept = key_valid & reads_cache[:, None]  # [R, n] keys read from the pages
+    old_k = _gather(key_cache, block_tables, kept, max_len)  # [R, n, Hkv, dh]
+    k_all = old_k.clone()
+    v_all = _gather(value_cache, block_tables, kept, max_len)
     k_all[row_seq, row_pos] = k_new.to(k_all.dtype)
     v_all[row_seq, row_pos] = v_new.to(v_all.dtype)
     groups = heads // k_all.shape[2]

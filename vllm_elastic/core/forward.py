@@ -74,14 +74,14 @@ def forward_step(
     num_layers = model.num_layers
     probes = _ProbeState(batch, num_layers, device)
     full = np.array([p.all_rows for p in plans])
-    lay = batch.layout(full)
+    lay = batch.layout(full, 0)
     h = model.embed(batch.ids)  # [T, d]
     rows_computed = np.zeros(batch.num_seqs, dtype=np.int64)
     for layer, block in enumerate(model.blocks):
         _write(pages.inputs[layer] if pages else None, lay.qx_write, h)
         target = batch.full_at(layer)
         if (target != lay.full).any():  # a refresh starts here: every row, from the cached inputs
-            new = batch.layout(target)
+            new = batch.layout(target, layer)
             h = _relayout(h, pages.inputs[layer], batch.relayout(lay, new), new)
             lay = new
         rows_computed += lay.counts

@@ -128,8 +128,12 @@ class StepBatch:
         """bool [R]: sequences computing all positions at ``layer``."""
         return np.array([p.all_rows for p in self.plans]) | (self.refresh_from <= layer)
 
-    def layout(self, full: np.ndarray) -> Layout:
-        """Pack every sequence's rows: all positions where ``full``, else its planned rows."""
+    def layout(self, full: np.ndarray, layer: int) -> Layout:
+        """Pack every sequence's rows: all positions where ``full``, else its planned rows.
+
+        A sequence reads its cache unless it refreshes from ``layer`` or below: also when its
+        planned rows cover the canvas, since the drift test's "before" reads the cached keys
+        (the step's rows then override every position for the attention itself)."""
         rows = [np.arange(p.length) if f else p.rows for p, f in zip(self.plans, full)]
         counts = np.array([r.shape[0] for r in rows], dtype=np.int64)
         cu = np.concatenate([[0], np.cumsum(counts)])  # [R + 1]
@@ -148,7 +152,7 @@ class StepBatch:
             cu_rows=self.to_device(cu),
             max_rows=int(counts.max()),
             counts=counts,
-            reads_cache=self.to_device(self.has_cache & ~full),
+            reads_cache=self.to_device(self.has_cache & (self.refresh_from > layer)),
             window=self.to_device(_lookup(where, self.window_pos)),
             tracked=self.to_device(_lookup(where, self.tracked_pos)),
             kv_write=self._writes(pos, seq, self.has_cache[seq]),
