@@ -27,6 +27,7 @@ Per-request state is a ``RequestDecode`` kept here by request id: never on an ``
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -149,6 +150,7 @@ class ElasticRunnerMixin:
         self.step_counts: list[dict] = []
         self._counting: OpCounts | None = None
         self.step_limited: set[str] = set()  # requests this step ended at their step bound
+        self._host_dirty = False  # decoded since the worker last went idle
 
     def initialize_kv_cache_tensors(self, kv_cache_config, kernel_block_sizes, **kwargs):
         """Keep every layer's KV tensor, addressed by the scheduler's block ids (paged_cache.py)."""
@@ -163,6 +165,10 @@ class ElasticRunnerMixin:
         for req_id in scheduler_output.finished_req_ids:  # finished, stopped or aborted
             self.decodes.pop(req_id, None)
         self.step_pending = scheduler_output.total_num_scheduled_tokens > 0
+        if not self.decodes and self._host_dirty:  # idle again: hand back what the steps freed
+            release_host_memory()
+            self._host_dirty = False
+        self._host_dirty = self._host_dirty or self.step_pending
         self.refresh_grants = None
         if isinstance(scheduler_output, ElasticSchedulerOutput):
             self.refresh_grants = scheduler_output.refresh_grants
@@ -322,6 +328,17 @@ class ElasticRunnerMixin:
             logger.error("vllm-elastic: request %s ended: %s", req_id, exc)
             decode.state, decode.error = None, str(exc)
             return False
+
+
+def release_host_memory() -> None:
+    """Give the heap's free pages back to the OS (glibc ``malloc_trim``), once the worker has no
+    request left. A step allocates host arrays whose sizes follow the batch; glibc keeps what they
+    freed in its arenas, so a server's resident memory would ratchet up with the largest batches
+    it has seen. Nothing to do where the C library is not glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _group_of(kv_cache_config, model) -> int:
