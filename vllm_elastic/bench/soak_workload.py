@@ -23,7 +23,6 @@ QUESTIONS = (
     "A box holds 7 pens. Ann adds 5 pens. How many pens are in the box?",
 )
 BLOCK_LENGTH = 32  # llada's and fastdllm's default block_length
-LLADA_3_STEPS = {"method": "llada", "steps": 3}  # 2 blocks of a 64-token canvas: 3 steps do not split
 BAD_REQUESTS = (  # (what is wrong, body changes); each must be answered with HTTP 400
     ("unknown method", {"vllm_xargs": {"method": "beam"}}),
     ("gamma above 1", {"vllm_xargs": {"method": "elastic", "gamma": 1.5}}),
@@ -32,7 +31,8 @@ BAD_REQUESTS = (  # (what is wrong, body changes); each must be answered with HT
     ("gamma not a number", {"vllm_xargs": {"gamma": "high"}}),
     ("unknown setting", {"vllm_xargs": {"gama": 0.5}}),
     ("max_steps 0", {"vllm_xargs": {"max_steps": 0}}),
-    ("llada steps not a multiple of blocks", {"max_tokens": 64, "vllm_xargs": LLADA_3_STEPS}),
+    ("llada steps 0", {"max_tokens": 64, "vllm_xargs": {"method": "llada", "steps": 0}}),
+    ("logprobs with echo", {"echo": True, "logprobs": 1}),
     ("canvas beyond max_model_len", {"max_tokens": 100_000}),
     ("mask token in the prompt", {"prompt": "What is <|mdm_mask|> plus 2?"}),
 )
@@ -89,14 +89,9 @@ class Send:
 
 
 def canvas_lengths(method: str, limit: int) -> list[int]:
-    """The max_tokens a method's requests draw from, up to ``limit``.
-
-    WIDEN: llada and fastdllm need max_tokens to be a multiple of their block_length today; once
-    any canvas length is accepted, draw them from ``range(1, limit + 1)`` as ``elastic`` does.
-    """
-    if method == "elastic":
-        return list(range(1, limit + 1))
-    return list(range(BLOCK_LENGTH, limit + 1, BLOCK_LENGTH))
+    """The max_tokens a method's requests draw from: any length from 1 to ``limit`` (a last block
+    shorter than block_length is decoded like the others)."""
+    return list(range(1, limit + 1))
 
 
 def draw_settings(rng: random.Random, method: str, max_tokens: int) -> dict[str, Any]:
@@ -113,14 +108,14 @@ def draw_settings(rng: random.Random, method: str, max_tokens: int) -> dict[str,
     elif method == "fastdllm":
         xargs.update(threshold=rng.choice([0.7, 0.9]), cache=rng.choice(["prefix", "dual"]))
     else:
-        blocks = max_tokens // BLOCK_LENGTH
-        steps = rng.choice([s for s in (blocks, 2 * blocks, 8 * blocks) if s <= max_tokens])
+        blocks = -(-max_tokens // BLOCK_LENGTH)
+        steps = rng.choice([s for s in (blocks, 2 * blocks, 8 * blocks) if s <= max_tokens] or [1])
         xargs.update(steps=steps)  # a few tokens per step, not the slow one-per-step default
     return xargs
 
 
 def spec_pool(seed: int, size: int, max_canvas: int) -> list[Spec]:
-    """``size`` distinct good requests; max_tokens spread from 1 (or one block) to ``max_canvas``
+    """``size`` distinct good requests; max_tokens spread from 1 to ``max_canvas``
     (canvases are capped so that a question's prompt + max_tokens fits max_model_len)."""
     rng = random.Random(seed)
     pool: dict[Spec, None] = {}
