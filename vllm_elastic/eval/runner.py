@@ -43,6 +43,9 @@ class RunResult:
 def load(model_dir: str | Path, dtype: torch.dtype = torch.float32):
     from transformers import AutoTokenizer
 
+    from ..plugin.hf_config import register_hf_config
+
+    register_hf_config()  # AutoTokenizer reads config.json: without it, transformers warns
     return load_model(model_dir, dtype=dtype), AutoTokenizer.from_pretrained(str(model_dir))
 
 
