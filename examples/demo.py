@@ -44,7 +44,9 @@ def main() -> None:
         outputs = llm.generate(prompts, params, use_tqdm=True)
         wall = time.perf_counter() - start
         stats = request_stats(llm, outputs)
-        tokens = sum(len([t for t in o.outputs[0].token_ids if t != tok.eos_token_id]) for o in outputs)
+        tokens = sum(
+            len([t for t in o.outputs[0].token_ids if t != tok.eos_token_id]) for o in outputs
+        )
         speed = tokens / wall
         llada_speed = llada_speed or speed
         nfe = sum(s["nfe"] for s in stats) / len(stats)

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from vllm_elastic.tasks import (
-    CANVASES, SIZED_FAMILIES, held_out_path, load_jsonl, make_problem, make_problems, score,
+    CANVASES,
+    SIZED_FAMILIES,
+    held_out_path,
+    load_jsonl,
+    make_problem,
+    make_problems,
+    score,
 )  # fmt: skip
 from vllm_elastic.train.batches import batch_rng, sample_problems
 from vllm_elastic.train.bpe import build_tokenizer

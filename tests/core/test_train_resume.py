@@ -22,7 +22,10 @@ def _run(out, *extra):
 def test_resume_matches_an_uninterrupted_run(tmp_path):
     _run(tmp_path / "straight")
     _run(tmp_path / "split", "--stop-after", "2")
-    assert json.loads((tmp_path / "split" / "train_log.jsonl").read_text().splitlines()[-1])["step"] == 1
+    assert (
+        json.loads((tmp_path / "split" / "train_log.jsonl").read_text().splitlines()[-1])["step"]
+        == 1
+    )
     _run(tmp_path / "split")
     a, b = load_model(tmp_path / "straight" / "model"), load_model(tmp_path / "split" / "model")
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):

@@ -20,7 +20,7 @@ def test_demo_runs_every_method_through_vllm_and_its_answers_are_right():
            "PYTHONPATH": str(ROOT)}  # fmt: skip
     proc = subprocess.run(
         [sys.executable, "examples/demo.py", "--gen-length", "64"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = METHOD_LINE.findall(proc.stdout)
@@ -29,5 +29,5 @@ def test_demo_runs_every_method_through_vllm_and_its_answers_are_right():
     assert len({r[1] for r in rows}) == 1 and int(rows[0][1]) > 0  # same answers, same length
     nfe = {r[0]: float(r[2]) for r in rows}
     assert nfe["elastic"] < nfe["llada"] and nfe["fastdllm"] < nfe["llada"]
-    verdicts = re.findall(r"^-- (RIGHT|WRONG):", proc.stdout, flags=re.M)
+    verdicts = re.findall(r"^-- (RIGHT|WRONG):", proc.stdout, flags=re.MULTILINE)
     assert verdicts == ["RIGHT"] * len(verdicts) and len(verdicts) == 9, proc.stdout

@@ -88,7 +88,9 @@ def _worker_cls(vllm_config: VllmConfig) -> str:
     if current_platform.is_cpu():
         return WORKER_CLS
     if vllm_config.use_v2_model_runner:
-        raise ValueError("vllm-elastic needs vLLM's V1 model runner (unset VLLM_USE_V2_MODEL_RUNNER)")
+        raise ValueError(
+            "vllm-elastic needs vLLM's V1 model runner (unset VLLM_USE_V2_MODEL_RUNNER)"
+        )
     vllm_config.model_config.enforce_eager = True
     vllm_config.scheduler_config.async_scheduling = False
     return GPU_WORKER_CLS

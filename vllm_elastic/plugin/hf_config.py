@@ -10,6 +10,8 @@ transformers warns "You are using a model of type `llada` to instantiate a model
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from transformers import AutoConfig
 from transformers.configuration_utils import PreTrainedConfig
 
@@ -20,7 +22,7 @@ MODEL_TYPE = "llada"
 
 class LLaDAHFConfig(PreTrainedConfig):
     model_type = MODEL_TYPE
-    attribute_map = {
+    attribute_map: ClassVar[dict[str, str]] = {
         "hidden_size": "d_model",
         "num_attention_heads": "n_heads",
         "num_key_value_heads": "n_kv_heads",

@@ -62,7 +62,9 @@ def load_jsonl(path: str | Path) -> list[dict]:
         if line.strip():
             row = json.loads(line)
             if "prompt" not in row or not ("answer" in row or "tests" in row):
-                raise ValueError(f"{path}:{i + 1}: a problem needs 'prompt' and 'answer' or 'tests'")
+                raise ValueError(
+                    f"{path}:{i + 1}: a problem needs 'prompt' and 'answer' or 'tests'"
+                )
             rows.append(row)
     return rows
 

@@ -46,7 +46,10 @@ OPS = {
     "neg": ("negate it", ["{v} = -{v}"]),
     "even": ("if it is even, add {k}", ["if {v} % 2 == 0:", INDENT + "{v} = {v} + {k}"]),
     "odd": ("if it is odd, subtract {k}", ["if {v} % 2 == 1:", INDENT + "{v} = {v} - {k}"]),
-    "big": ("if it is greater than {k}, subtract {m}", ["if {v} > {k}:", INDENT + "{v} = {v} - {m}"]),
+    "big": (
+        "if it is greater than {k}, subtract {m}",
+        ["if {v} > {k}:", INDENT + "{v} = {v} - {m}"],
+    ),
     "small": ("if it is less than {k}, add {m}", ["if {v} < {k}:", INDENT + "{v} = {v} + {m}"]),
     "loop": ("repeat {k} times: add {m}", ["for _ in range({k}):", INDENT + "{v} = {v} + {m}"]),
 }

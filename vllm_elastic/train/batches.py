@@ -73,7 +73,9 @@ def make_batch(
         prompt = encode_prompt(tokenizer, problem["prompt"], chat=rng.random() < CHAT_SHARE)
         answer = tokenizer.encode(problem["response"], add_special_tokens=False)
         if len(answer) >= canvas:
-            raise ValueError(f"a {problem['task']} answer of {len(answer)} tokens overflows {canvas}")
+            raise ValueError(
+                f"a {problem['task']} answer of {len(answer)} tokens overflows {canvas}"
+            )
         candidate = pairs + [(prompt, answer)]
         width = max(len(p) for p, _ in candidate) + canvas
         if pairs and width * len(candidate) > token_budget:

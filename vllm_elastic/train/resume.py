@@ -19,7 +19,9 @@ from ..core.model import LLaDAModel
 STATE_NAME = "state.pt"
 
 
-def save_state(out: Path, model: LLaDAModel, opt: torch.optim.Optimizer, step: int, extra: dict) -> None:
+def save_state(
+    out: Path, model: LLaDAModel, opt: torch.optim.Optimizer, step: int, extra: dict
+) -> None:
     """``step`` is the number of updates done; the next run starts there."""
     tmp = out / (STATE_NAME + ".tmp")
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, **extra}, tmp)

@@ -65,6 +65,37 @@ def held_out_prompts(pattern: str) -> set[str]:
     return {row["prompt"] for path in sorted(Path().glob(pattern)) for row in load_jsonl(path)}
 
 
+def _resume(
+    out: Path, model: LLaDAModel, opt, args: argparse.Namespace
+) -> tuple[int, float, float]:
+    """Load ``OUT/state.pt`` if there is one: (next step, loss EMA, wall seconds trained)."""
+    state = load_state(out)
+    if state is None:
+        return 0, None, 0.0
+    changed = {k for k in SCHEDULE_ARGS if state["args"].get(k) != getattr(args, k)}
+    if changed:
+        raise ValueError(f"{out} was trained with other {sorted(changed)}: {state['args']}")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    print(f"resuming {out} at step {state['step']} ({state['wall_s'] / 60:.1f} min trained)")
+    return state["step"], state["loss_ema"], state["wall_s"]
+
+
+def _update(model, opt, batch, step: int, args: argparse.Namespace, mask_id: int) -> float:
+    """One optimizer step on ``batch`` at ``step``'s learning rate; returns the loss."""
+    for group in opt.param_groups:
+        group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+    gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+    loss = masked_diffusion_loss(
+        model, batch.ids, batch.is_response, mask_id, gen, args.prefix_share
+    )
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return loss.item()
+
+
 def train(args: argparse.Namespace) -> None:
     """Run (or continue) training up to ``args.steps`` updates, saving as it goes."""
     out = Path(args.out)
@@ -73,65 +104,56 @@ def train(args: argparse.Namespace) -> None:
     tokenizer = run_tokenizer(out, args.seed)
     model = LLaDAModel(model_config(tokenizer, args))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1, betas=(0.9, 0.95))
-    state = load_state(out)
-    start_step, ema, wall = 0, None, 0.0
-    if state is not None:
-        changed = {k for k in SCHEDULE_ARGS if state["args"].get(k) != getattr(args, k)}
-        if changed:
-            raise ValueError(f"{out} was trained with other {sorted(changed)}: {state['args']}")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        start_step, ema, wall = state["step"], state["loss_ema"], state["wall_s"]
-        print(f"resuming {out} at step {start_step} ({wall / 60:.1f} min trained)")
+    start_step, ema, wall = _resume(out, model, opt, args)
     held_out = held_out_prompts(args.held_out)
     model.train()
-    log = open(out / "train_log.jsonl", "a")
     end = min(args.steps, args.stop_after or args.steps)
     bar = tqdm(range(start_step, end), initial=start_step, total=args.steps, desc="train")
     last_save, t0 = time.time(), time.time() - wall
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
-        batch = make_batch(args.seed, step, step / args.steps, tokenizer, args.batch_tokens, held_out)
-        gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
-        loss = masked_diffusion_loss(
-            model, batch.ids, batch.is_response, tokenizer.mask_token_id, gen, args.prefix_share
-        )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        ema = loss.item() if ema is None else EMA * ema + (1 - EMA) * loss.item()
-        bar.set_postfix(loss=f"{ema:.3f}", canvas=batch.canvas)
-        done = step + 1
-        if step % args.log_every == 0:
-            row = {"step": step, "minutes": round((time.time() - t0) / 60, 2), "loss": loss.item(),
-                   "loss_ema": ema, "lr": opt.param_groups[0]["lr"], "canvas": batch.canvas,
-                   "tokens": batch.ids.numel(), "answer_tokens": batch.answer_tokens}  # fmt: skip
-            log.write(json.dumps(row) + "\n")
-            log.flush()
-        if time.time() - last_save > args.save_minutes * 60 or done == end or (
-            args.keep_every and done % args.keep_every == 0
-        ):
-            save_state(out, model, opt, done, {"loss_ema": ema, "wall_s": time.time() - t0, "args": vars(args)})
-            export(out, model, tokenizer, done, args.keep_every)
-            last_save = time.time()
-    print(f"{out}: {end} of {args.steps} steps, {(time.time() - t0) / 60:.1f} min, loss ema {ema:.4f}")
+    with open(out / "train_log.jsonl", "a") as log:
+        for step in bar:
+            progress = step / args.steps
+            batch = make_batch(args.seed, step, progress, tokenizer, args.batch_tokens, held_out)
+            loss = _update(model, opt, batch, step, args, tokenizer.mask_token_id)
+            ema = loss if ema is None else EMA * ema + (1 - EMA) * loss
+            bar.set_postfix(loss=f"{ema:.3f}", canvas=batch.canvas)
+            if step % args.log_every == 0:
+                row = {"step": step, "minutes": round((time.time() - t0) / 60, 2), "loss": loss,
+                       "loss_ema": ema, "lr": opt.param_groups[0]["lr"], "canvas": batch.canvas,
+                       "tokens": batch.ids.numel(), "answer_tokens": batch.answer_tokens}  # fmt: skip
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+            done = step + 1
+            kept = args.keep_every and done % args.keep_every == 0
+            if time.time() - last_save > args.save_minutes * 60 or done == end or kept:
+                extra = {"loss_ema": ema, "wall_s": time.time() - t0, "args": vars(args)}
+                save_state(out, model, opt, done, extra)
+                export(out, model, tokenizer, done, args.keep_every)
+                last_save = time.time()
+    print(f"{out}: {end} of {args.steps} steps, {(time.time() - t0) / 60:.1f} min, loss {ema:.4f}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", default="runs/train")
-    p.add_argument("--held-out", default="data/*.jsonl", help="glob of files whose prompts are skipped")
+    p.add_argument(
+        "--held-out", default="data/*.jsonl", help="glob of files whose prompts are skipped"
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=4500, help="total updates (the lr schedule's length)")
-    p.add_argument("--batch-tokens", type=int, default=6144, help="tokens per batch (prompt + canvas)")
+    p.add_argument(
+        "--steps", type=int, default=4500, help="total updates (the lr schedule's length)"
+    )
+    p.add_argument(
+        "--batch-tokens", type=int, default=6144, help="tokens per batch (prompt + canvas)"
+    )
     p.add_argument("--lr", type=float, default=1.5e-3)
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--prefix-share", type=float, default=0.5)
     p.add_argument("--d-model", type=int, default=256)
     p.add_argument("--n-layers", type=int, default=6)
-    p.add_argument("--n-heads", type=int, default=4, help="head_dim 64: a size vLLM's CPU attention takes")
+    p.add_argument(
+        "--n-heads", type=int, default=4, help="head_dim 64: a size vLLM's CPU attention takes"
+    )
     p.add_argument("--mlp", type=int, default=768)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--save-minutes", type=float, default=5.0)
