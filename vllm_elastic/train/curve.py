@@ -14,6 +14,7 @@ import argparse
 import json
 import re
 import statistics
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -35,19 +36,18 @@ def snapshots(run: Path) -> list[tuple[int, Path]]:
     return sorted(found.items())
 
 
-def score_snapshot(path: Path, cells: list[tuple[str, int]], limit: int) -> list[dict]:
+def score_snapshot(path: Path, cells: list[tuple[str, int]], limit: int) -> Iterator[dict]:
+    """One row per (family, canvas), yielded as soon as it is scored."""
     model, tokenizer = load(path)
-    rows = []
     for family, canvas in cells:
         problems = load_jsonl(held_out_path(family, canvas))[:limit]
         settings = DecodeSettings(method="llada", gen_length=canvas)
         res = run_problems(model, tokenizer, problems, settings, batch_size=limit,
                            desc=f"{path.name} {family}@{canvas}")  # fmt: skip
         lengths = [len(tokenizer.encode(text)) for text in res.outputs]
-        rows.append({"family": family, "canvas": canvas, "accuracy": res.accuracy,
-                     "problems": len(problems), "median_answer_tokens": statistics.median(lengths),
-                     "wall_s": round(res.wall_s, 1), "outputs": res.outputs[:2]})  # fmt: skip
-    return rows
+        yield {"family": family, "canvas": canvas, "accuracy": res.accuracy,
+               "problems": len(problems), "median_answer_tokens": statistics.median(lengths),
+               "wall_s": round(res.wall_s, 1), "outputs": res.outputs[:2]}  # fmt: skip
 
 
 def main() -> None:
