@@ -8,11 +8,19 @@ import pytest
 import torch
 
 from vllm_elastic.core.checkpoint import load_model
+from vllm_elastic.train.curve import score_snapshot, snapshots
 from vllm_elastic.train.objective import noise
 from vllm_elastic.train.testbed import parse_args, train
 
 TINY = ["--d-model", "64", "--n-layers", "2", "--n-heads", "1", "--mlp", "128", "--batch-tokens", "1",
         "--steps", "3", "--warmup", "1", "--keep-every", "0", "--threads", "1", "--log-every", "1"]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()  # train() sets the thread count process-wide
+    yield
+    torch.set_num_threads(threads)
 
 
 def _run(out, *extra):
@@ -30,6 +38,10 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     a, b = load_model(tmp_path / "straight" / "model"), load_model(tmp_path / "split" / "model")
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)
+    assert snapshots(tmp_path / "straight") == [(3, tmp_path / "straight" / "model")]
+    (row,) = score_snapshot(tmp_path / "straight" / "model", [("listing", 256)], limit=1)
+    assert row["accuracy"] == 0.0 and row["problems"] == 1  # 3 updates learn no list
+    assert row["median_answer_tokens"] <= 256
     with pytest.raises(ValueError, match="steps"):
         train(parse_args(["--out", str(tmp_path / "split"), *TINY, "--steps", "5"]))
 

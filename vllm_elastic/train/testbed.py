@@ -100,6 +100,7 @@ def train(args: argparse.Namespace) -> None:
     """Run (or continue) training up to ``args.steps`` updates, saving as it goes."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     tokenizer = run_tokenizer(out, args.seed)
     model = LLaDAModel(model_config(tokenizer, args))
@@ -164,9 +165,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main() -> None:
-    args = parse_args()
-    torch.set_num_threads(args.threads)
-    train(args)
+    train(parse_args())
 
 
 if __name__ == "__main__":
