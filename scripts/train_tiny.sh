@@ -4,7 +4,8 @@
 # rerunning this script continues from runs/train/state.pt (a checkpoint every 5 minutes), so one run
 # can span sessions. Extra arguments go to the trainer (`--help` lists them). At the end the weights,
 # tokenizer and log are copied to models/llada-testbed (or $OUT).
-#   nice -n 19 scripts/train_tiny.sh > runs/train.log 2>&1 &    # in the background, idle CPU only
+#   nice -n 19 scripts/train_tiny.sh --threads 1 > runs/train.log 2>&1 &   # background, shared machine
+# (on a busy machine one thread is several times faster than two: docs/TRAINING.md, calibration)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup_venv.sh
