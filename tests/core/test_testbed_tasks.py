@@ -131,3 +131,17 @@ def test_training_never_draws_held_out_prompts():
     (first,) = sample_problems(batch_rng(0, 0), 256, 1, set())
     (again,) = sample_problems(batch_rng(0, 0), 256, 1, {first["prompt"]})
     assert again["prompt"] != first["prompt"]
+
+
+def test_probe_spans_cover_lines_and_results(tokenizer):
+    from vllm_elastic.train.probe import _spans
+
+    problem = make_problem("story", random.Random(5), 256)
+    answer = problem["response"]
+    ids = tokenizer.encode(answer, add_special_tokens=False)
+    lines = _spans(tokenizer, answer, result_only=False)
+    assert len(lines) == len(answer.split("\n"))
+    assert tokenizer.decode([ids[i] for i in lines[-1]]).strip() == answer.split("\n")[-1]
+    results = _spans(tokenizer, answer, result_only=True)
+    want = [line.rsplit("= ", 1)[1] for line in answer.split("\n") if "= " in line]
+    assert [tokenizer.decode([ids[i] for i in span]) for span in results] == want
