@@ -2,9 +2,10 @@
 
   python -m vllm_elastic.train.probe runs/train/model --canvas 256 --problems 8
 
-For each problem the reference answer is laid out after the prompt, padded with EOS to the canvas,
-and one line at a time is masked (everything else visible); one forward pass and the argmax fill it
-in. A line counts when every token is right. ``story`` also gets a result-only probe (just the digits
+For each problem the reference answer is laid out after the prompt, padded with EOS to the canvas.
+For one line at a time, that line and everything after it are masked (what the sampler sees when it
+reaches the line; a visible next line would give the answer away), and one forward pass and the
+argmax fill the line in, all its tokens at once. A line counts when every token is right. ``story`` also gets a result-only probe (just the digits
 after ``=``), which separates the arithmetic from copying. Whole answers under the sampler are
 ``curve.py``'s job; this says where the errors are long before whole answers come out right.
 """
@@ -51,9 +52,9 @@ def probe(model, tokenizer, family: str, canvas: int, problems: int, result_only
         answer = tokenizer.encode(problem["response"], add_special_tokens=False)
         ids = torch.tensor(prompt + answer + [tokenizer.eos_token_id] * (canvas - len(answer)))
         spans = _spans(tokenizer, problem["response"], result_only)
-        batch = ids.repeat(len(spans), 1)  # [S, T] one masked line per row
+        batch = ids.repeat(len(spans), 1)  # [S, T] one masked line (and what follows) per row
         for row, span in enumerate(spans):
-            batch[row, [len(prompt) + i for i in span]] = tokenizer.mask_token_id
+            batch[row, len(prompt) + span[0] :] = tokenizer.mask_token_id
         guess = model(batch).argmax(-1)  # [S, T]
         for row, span in enumerate(spans):
             cols = [len(prompt) + i for i in span]
