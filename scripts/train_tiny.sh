@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# Reproduce models/llada-tiny: two curriculum stages of LLaDA SFT on the task families (2 CPU cores).
-# Stage 1: both families half and half, the schedule of a 1600-step run, stopped after 751 updates.
-# Stage 2: from stage 1, three quarters arith and shorter canvases, stopped after 1251 updates.
+# Train the test-bed LLaDA (story, program and listing families at canvases 256/512/1024) from fixed
+# seeds: 4,500 updates of LLaDA SFT, sized for about 2.5 hours on 2 idle CPU cores. Resumable:
+# rerunning this script continues from runs/train/state.pt (a checkpoint every 5 minutes), so one run
+# can span sessions. Extra arguments go to the trainer (`--help` lists them). At the end the weights,
+# tokenizer and log are copied to models/llada-testbed (or $OUT).
+#   nice -n 19 scripts/train_tiny.sh --threads 1 > runs/train.log 2>&1 &   # background, shared machine
+# (on a busy machine one thread is several times faster than two: docs/TRAINING.md, calibration)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup_venv.sh
 PY=.venv/bin/python
-$PY -m vllm_elastic.train --out runs/stage1 --steps 1600 --stop-after 751 --seed 0
-mkdir -p models/llada-tiny && cp runs/stage1/train_log.jsonl models/llada-tiny/train_log.jsonl
-$PY -m vllm_elastic.train --out models/llada-tiny --init-from runs/stage1 --stage 2 --seed 1 \
-    --steps 1800 --stop-after 1251 --lr 1e-3 --warmup 50 --arith-fraction 0.75 --canvas-weights 0.6 0.2 0.2
+RUN=${RUN:-runs/train}
+OUT=${OUT:-models/llada-testbed}
+$PY -m vllm_elastic.train.testbed --out "$RUN" "$@"
+mkdir -p "$OUT"
+cp "$RUN"/model/* "$RUN"/train_log.jsonl "$OUT"/
+echo "exported $RUN/model to $OUT"

@@ -43,6 +43,9 @@ class RunResult:
 def load(model_dir: str | Path, dtype: torch.dtype = torch.float32):
     from transformers import AutoTokenizer
 
+    from ..plugin.hf_config import register_hf_config
+
+    register_hf_config()  # AutoTokenizer reads config.json: without it, transformers warns
     return load_model(model_dir, dtype=dtype), AutoTokenizer.from_pretrained(str(model_dir))
 
 
@@ -59,7 +62,9 @@ def run_problems(
     """Decode ``problems`` in batches of ``batch_size`` and score each output."""
     prompts = [encode_prompt(tokenizer, p["prompt"], chat) for p in problems]
     res = RunResult([], [], 0, 0.0, [], 0, 0, [0] * model.num_layers)
-    bar = tqdm(total=len(prompts), desc=desc or settings.method, disable=not progress, unit="prompt")
+    bar = tqdm(
+        total=len(prompts), desc=desc or settings.method, disable=not progress, unit="prompt"
+    )
     for lo in range(0, len(prompts), batch_size):
         start = time.perf_counter()
         results = generate(model, prompts[lo : lo + batch_size], settings)
@@ -73,7 +78,9 @@ def run_problems(
             res.rows_computed += r.stats.rows_computed
             res.rows_nocache += r.stats.rows_nocache
             res.refresh_wait_steps += r.stats.refresh_wait_steps
-            res.refreshes_per_layer = [a + b for a, b in zip(res.refreshes_per_layer, r.stats.refreshes)]
+            res.refreshes_per_layer = [
+                a + b for a, b in zip(res.refreshes_per_layer, r.stats.refreshes)
+            ]
         bar.update(len(results))
         bar.set_postfix(acc=f"{res.accuracy:.3f}")
     bar.close()

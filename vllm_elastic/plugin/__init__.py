@@ -25,15 +25,15 @@ def register() -> None:
     global _REGISTERED_PID
     if _REGISTERED_PID == os.getpid():
         return
-    from transformers import AutoConfig
     from vllm import ModelRegistry
     from vllm.model_executor.models.config import MODELS_CONFIG_MAP
     from vllm.renderers.registry import RENDERER_REGISTRY
     from vllm.tokenizers.registry import TokenizerRegistry
 
-    from .config import ARCHITECTURE, MODEL_TYPE, ElasticConfigHook, LLaDAHFConfig
+    from .config import ARCHITECTURE, ElasticConfigHook
+    from .hf_config import register_hf_config
 
-    AutoConfig.register(MODEL_TYPE, LLaDAHFConfig, exist_ok=True)
+    register_hf_config()
     ModelRegistry.register_model(ARCHITECTURE, MODEL_QUALNAME)
     MODELS_CONFIG_MAP[ARCHITECTURE] = ElasticConfigHook
     if TOKENIZER_MODE not in TokenizerRegistry.tokenizers:  # plugin/renderer.py: prompt checks

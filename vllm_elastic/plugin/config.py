@@ -1,9 +1,7 @@
 """The LLaDA config for vLLM and the per-architecture hook that picks our runner and scheduler.
 
-``LLaDAHFConfig`` lets ``transformers.AutoConfig`` read a LLaDA ``config.json`` (``model_type:
-llada``) without ``trust_remote_code``: LLaDA's native names (``d_model``, ``n_heads`` ...) are
-kept, and the generic names vLLM reads (``hidden_size``, ``num_attention_heads`` ...) are aliases of
-them.
+``LLaDAHFConfig`` (``hf_config.py``, free of vllm imports) lets ``transformers.AutoConfig`` read a
+LLaDA ``config.json`` without ``trust_remote_code``.
 
 ``ElasticConfigHook`` is the ``MODELS_CONFIG_MAP`` entry for ``LLaDAModelLM``. vLLM runs it once, in
 the front-end process, while it builds the ``VllmConfig``; the engine core and the workers receive
@@ -18,7 +16,7 @@ from transformers.configuration_utils import PreTrainedConfig
 from vllm.logger import init_logger
 from vllm.model_executor.models.config import VerifyAndUpdateConfig
 
-from ..core.config import LLADA_8B_EOS_ID, LLADA_8B_MASK_ID, LLaDAConfig
+from ..core.config import LLaDAConfig
 from . import TOKENIZER_MODE, patches, settings
 
 if TYPE_CHECKING:
@@ -27,59 +25,9 @@ if TYPE_CHECKING:
 logger = init_logger("vllm.plugins.elastic")  # under "vllm": printed with vLLM's own log format
 
 ARCHITECTURE = "LLaDAModelLM"
-MODEL_TYPE = "llada"
 WORKER_CLS = "vllm_elastic.plugin.worker.ElasticCPUWorker"
 GPU_WORKER_CLS = "vllm_elastic.plugin.gpu_worker.ElasticGPUWorker"
 SCHEDULER_CLS = "vllm_elastic.plugin.scheduler.ElasticScheduler"
-
-
-class LLaDAHFConfig(PreTrainedConfig):
-    model_type = MODEL_TYPE
-    attribute_map = {
-        "hidden_size": "d_model",
-        "num_attention_heads": "n_heads",
-        "num_key_value_heads": "n_kv_heads",
-        "num_hidden_layers": "n_layers",
-        "intermediate_size": "mlp_hidden_size",
-        "max_position_embeddings": "max_sequence_length",
-    }
-
-    def __init__(
-        self,
-        d_model: int = 4096,
-        n_heads: int = 32,
-        n_kv_heads: int | None = None,
-        n_layers: int = 32,
-        mlp_hidden_size: int = 12288,
-        vocab_size: int = 126464,
-        embedding_size: int | None = None,
-        rope_theta: float = 500000.0,
-        rms_norm_eps: float = 1e-5,
-        max_sequence_length: int = 4096,
-        mask_token_id: int = LLADA_8B_MASK_ID,
-        eos_token_id: int = LLADA_8B_EOS_ID,
-        pad_token_id: int | None = LLADA_8B_EOS_ID,
-        weight_tying: bool = False,
-        **kwargs,
-    ) -> None:
-        self.d_model, self.n_heads, self.n_layers = d_model, n_heads, n_layers
-        self.n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
-        self.mlp_hidden_size, self.vocab_size = mlp_hidden_size, vocab_size
-        self.embedding_size = vocab_size if embedding_size is None else embedding_size
-        self.rope_theta, self.rms_norm_eps = rope_theta, rms_norm_eps
-        self.max_sequence_length, self.mask_token_id = max_sequence_length, mask_token_id
-        self.weight_tying = weight_tying
-        kwargs.pop("tie_word_embeddings", None)
-        super().__init__(
-            eos_token_id=eos_token_id,
-            pad_token_id=pad_token_id,
-            tie_word_embeddings=weight_tying,
-            **kwargs,
-        )
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_heads
 
 
 def core_config(hf_config: PreTrainedConfig) -> LLaDAConfig:
@@ -142,7 +90,9 @@ def _worker_cls(vllm_config: VllmConfig) -> str:
     if current_platform.is_cpu():
         return WORKER_CLS
     if vllm_config.use_v2_model_runner:
-        raise ValueError("vllm-elastic needs vLLM's V1 model runner (unset VLLM_USE_V2_MODEL_RUNNER)")
+        raise ValueError(
+            "vllm-elastic needs vLLM's V1 model runner (unset VLLM_USE_V2_MODEL_RUNNER)"
+        )
     vllm_config.model_config.enforce_eager = True
     vllm_config.scheduler_config.async_scheduling = False
     return GPU_WORKER_CLS

@@ -1,4 +1,9 @@
-"""Checkable task families: ``arith`` (GSM8K analogue) and ``code`` (HumanEval analogue)."""
+"""Checkable task families (docs/TASKS.md).
+
+The test bed: ``story`` (GSM8K analogue), ``program`` (HumanEval analogue) and ``listing`` (long
+answers), each sized for a canvas of 256, 512 or 1024 tokens. The first tiny model's families,
+``arith`` and ``code``, have short answers and no canvas.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +11,37 @@ import json
 import random
 from pathlib import Path
 
-from . import arith, code
+from . import arith, code, listing, program, story
 
-FAMILIES = {"arith": arith, "code": code}
+FAMILIES = {"arith": arith, "code": code, "story": story, "program": program, "listing": listing}
+SIZED_FAMILIES = ("story", "program", "listing")  # make_problem(rng, canvas)
+CANVASES = (256, 512, 1024)
 
 
-def make_problems(task: str, n: int, seed: int, exclude: set[str] | None = None) -> list[dict]:
+def held_out_path(task: str, canvas: int) -> str:
+    """Where the held-out problems of a sized family at one canvas live (never trained on)."""
+    return f"data/{task}_{canvas}.jsonl"
+
+
+def make_problem(task: str, rng: random.Random, canvas: int | None = None) -> dict:
+    if task not in FAMILIES:
+        raise ValueError(f"unknown task {task!r}; choose from {sorted(FAMILIES)}")
+    if task in SIZED_FAMILIES:
+        return FAMILIES[task].make_problem(rng, canvas or CANVASES[0])
+    if canvas is not None:
+        raise ValueError(f"task {task!r} has no canvas sizes")
+    return FAMILIES[task].make_problem(rng)
+
+
+def make_problems(
+    task: str, n: int, seed: int, exclude: set[str] | None = None, canvas: int | None = None
+) -> list[dict]:
     """n distinct problems of one family from a seed, skipping prompts in ``exclude``."""
     if task not in FAMILIES:
         raise ValueError(f"unknown task {task!r}; choose from {sorted(FAMILIES)}")
     rng, seen, out = random.Random(seed), set(exclude or ()), []
     while len(out) < n:
-        problem = FAMILIES[task].make_problem(rng)
+        problem = make_problem(task, rng, canvas)
         if problem["prompt"] not in seen:
             seen.add(problem["prompt"])
             out.append(problem)
@@ -38,7 +62,9 @@ def load_jsonl(path: str | Path) -> list[dict]:
         if line.strip():
             row = json.loads(line)
             if "prompt" not in row or not ("answer" in row or "tests" in row):
-                raise ValueError(f"{path}:{i + 1}: a problem needs 'prompt' and 'answer' or 'tests'")
+                raise ValueError(
+                    f"{path}:{i + 1}: a problem needs 'prompt' and 'answer' or 'tests'"
+                )
             rows.append(row)
     return rows
 

@@ -1,0 +1,59 @@
+"""The test-bed trainer: a run stopped and resumed equals one that ran straight through."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from vllm_elastic.core.checkpoint import load_model
+from vllm_elastic.train.curve import score_snapshot, snapshots
+from vllm_elastic.train.objective import noise
+from vllm_elastic.train.testbed import parse_args, train
+
+TINY = ["--d-model", "64", "--n-layers", "2", "--n-heads", "1", "--mlp", "128", "--batch-tokens", "1",
+        "--steps", "3", "--warmup", "1", "--keep-every", "0", "--threads", "1", "--log-every", "1"]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()  # train() sets the thread count process-wide
+    yield
+    torch.set_num_threads(threads)
+
+
+def _run(out, *extra):
+    train(parse_args(["--out", str(out), *TINY, *extra]))
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path):
+    _run(tmp_path / "straight")
+    _run(tmp_path / "split", "--stop-after", "2")
+    assert (
+        json.loads((tmp_path / "split" / "train_log.jsonl").read_text().splitlines()[-1])["step"]
+        == 1
+    )
+    _run(tmp_path / "split")
+    a, b = load_model(tmp_path / "straight" / "model"), load_model(tmp_path / "split" / "model")
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)
+    assert snapshots(tmp_path / "straight") == [(3, tmp_path / "straight" / "model")]
+    (row,) = score_snapshot(tmp_path / "straight" / "model", [("listing", 256)], limit=1)
+    assert row["accuracy"] == 0.0 and row["problems"] == 1  # 3 updates learn no list
+    assert row["median_answer_tokens"] <= 256
+    with pytest.raises(ValueError, match="steps"):
+        train(parse_args(["--out", str(tmp_path / "split"), *TINY, "--steps", "5"]))
+
+
+def test_noise_keeps_prompt_and_prefix_clean():
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.arange(40).repeat(64, 1)  # [B, T]
+    is_response = torch.zeros(64, 40, dtype=torch.bool)
+    is_response[:, 10:] = True
+    masked, t = noise(ids, is_response, prefix_share=0.0, gen=gen)
+    assert not masked[:, :10].any() and masked.any()
+    assert t.min() > 0 and t.max() <= 1
+    masked, _ = noise(ids, is_response, prefix_share=1.0, gen=gen)
+    first = torch.where(masked.any(1), masked.float().argmax(1), torch.full((64,), 40))  # [B]
+    assert (first >= 10).all() and (first > 10).float().mean() > 0.5  # a clean prefix, mostly

@@ -1,0 +1,74 @@
+"""Word problems with a running total, one short line of working per step (a GSM8K analogue).
+
+Prompt (the number of steps sets the answer's length)::
+
+    Ann has 47 apples.
+    Step 1: She buys 5 more apples.
+    Step 2: She gives 8 apples to Bob.
+    How many apples does Ann have at the end?
+
+Answer::
+
+    Step 1: 47 + 5 = 52
+    Step 2: 52 - 8 = 44
+    The answer is 44.
+
+Each line is a local step a small model can learn: the step number and the operand are copied from the
+prompt line with the same number, the left operand from the line above, and the result adds or
+subtracts one digit (1..9) from a total that stays in 0..99. Only the final number is scored.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+NAMES = [("Ann", "She", "her"), ("Ben", "He", "him"), ("Cara", "She", "her"), ("Dan", "He", "him"),
+         ("Eva", "She", "her"), ("Finn", "He", "him"), ("Gia", "She", "her"), ("Hugo", "He", "him"),
+         ("Ivy", "She", "her"), ("Jack", "He", "him"), ("Kim", "She", "her"), ("Leo", "He", "him"),
+         ("Mia", "She", "her"), ("Noah", "He", "him"), ("Olga", "She", "her"), ("Paul", "He", "him")]  # fmt: skip
+ITEMS = ["apples", "pens", "books", "coins", "cards", "eggs", "balls", "cookies", "shells", "stamps",
+         "marbles", "stickers"]  # fmt: skip
+ADD_VERBS = ["{p} buys {b} more {i}.", "{p} finds {b} {i}.", "{o} gives {q} {b} {i}."]
+SUB_VERBS = ["{p} gives {b} {i} to {o}.", "{p} loses {b} {i}.", "{p} sells {b} {i}."]
+MAX_TOTAL, MAX_OPERAND = 99, 9
+# Steps per problem for each canvas: the working (about 12 tokens a line) fills a quarter to
+# four fifths of the canvas, so the canvas is what bounds the answer, not the model's habit.
+STEPS = {256: (2, 15), 512: (8, 30), 1024: (20, 48)}
+ANSWER_PREFIX = "The answer is"
+
+
+def _operation(rng: random.Random, total: int) -> tuple[str, int]:
+    """'+' or '-' and an operand in 1..9 that keeps the total in 0..MAX_TOTAL."""
+    can_add, can_sub = total + 1 <= MAX_TOTAL, total >= 1
+    op = rng.choice("+-") if can_add and can_sub else ("+" if can_add else "-")
+    room = MAX_TOTAL - total if op == "+" else total
+    return op, rng.randint(1, min(MAX_OPERAND, room))
+
+
+def make_problem(rng: random.Random, canvas: int = 256) -> dict:
+    if canvas not in STEPS:
+        raise ValueError(f"story problems are sized for canvases {sorted(STEPS)}, not {canvas}")
+    (name, pron, obj), (other, _, _) = rng.sample(NAMES, 2)
+    item = rng.choice(ITEMS)
+    total = rng.randint(0, MAX_TOTAL)
+    prompt, working = [f"{name} has {total} {item}."], []
+    for step in range(1, rng.randint(*STEPS[canvas]) + 1):
+        op, b = _operation(rng, total)
+        verb = rng.choice(ADD_VERBS if op == "+" else SUB_VERBS)
+        prompt.append(f"Step {step}: " + verb.format(p=pron, q=obj, o=other, b=b, i=item))
+        new = total + b if op == "+" else total - b
+        working.append(f"Step {step}: {total} {op} {b} = {new}")
+        total = new
+    prompt.append(f"How many {item} does {name} have at the end?")
+    response = "\n".join(working + [f"{ANSWER_PREFIX} {total}."])
+    return {"task": "story", "prompt": "\n".join(prompt), "answer": total, "response": response}
+
+
+_ANSWER_RE = re.compile(r"The answer is\s*(-?\d+)")
+
+
+def score(text: str, problem: dict) -> bool:
+    """The number after 'The answer is' equals the answer (no fallback: the line must be there)."""
+    found = _ANSWER_RE.search(text)
+    return found is not None and int(found.group(1)) == int(problem["answer"])

@@ -1,0 +1,91 @@
+"""Training batches for the test-bed model: problems drawn on the fly, one canvas per batch.
+
+Every batch is a pure function of (seed, step), so a run resumed from a checkpoint sees exactly the
+batches an uninterrupted run would. A batch holds problems sized for one canvas (256, 512 or 1024),
+each answer padded with EOS to the canvas, as the sampler's canvas is at inference. The number of
+sequences follows a token budget, so a step costs about the same at every canvas. The curriculum
+moves weight from short to long canvases as training goes on; short ones stay in the mix.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from ..tasks import CANVASES, SIZED_FAMILIES, make_problem
+from ..tasks.prompting import encode_prompt
+
+CHAT_SHARE = 0.5  # the rest of the prompts are raw, as a /v1/completions client sends them
+SMALLER_SHARE = 0.2  # problems sized for a smaller canvas, padded to this one (short answers)
+# (progress at which a phase starts, canvas weights): answer length grows over the run.
+CURRICULUM = (
+    (0.0, {256: 0.75, 512: 0.25, 1024: 0.0}),
+    (0.25, {256: 0.45, 512: 0.35, 1024: 0.2}),
+    (0.55, {256: 0.3, 512: 0.35, 1024: 0.35}),
+)
+
+
+@dataclass(slots=True)
+class Batch:
+    ids: torch.Tensor  # [B, T] prompt, answer, EOS padding to the canvas
+    is_response: torch.Tensor  # [B, T] True on the answer and its EOS padding
+    canvas: int
+    answer_tokens: int  # answer tokens in the batch, EOS padding excluded
+
+
+def canvas_weights(progress: float) -> dict[int, float]:
+    """The curriculum's canvas weights at ``progress`` in [0, 1]."""
+    current = CURRICULUM[0][1]
+    for start, weights in CURRICULUM:
+        if progress >= start:
+            current = weights
+    return current
+
+
+def batch_rng(seed: int, step: int) -> random.Random:
+    return random.Random(seed * 1_000_003 + step)
+
+
+def sample_problems(rng: random.Random, canvas: int, n: int, held_out: set[str]) -> list[dict]:
+    """n problems for ``canvas``, families uniform, none of them in ``held_out``."""
+    smaller = [c for c in CANVASES if c < canvas]
+    out = []
+    while len(out) < n:
+        size = rng.choice(smaller) if smaller and rng.random() < SMALLER_SHARE else canvas
+        problem = make_problem(rng.choice(SIZED_FAMILIES), rng, size)
+        if problem["prompt"] not in held_out:
+            out.append(problem)
+    return out
+
+
+def make_batch(
+    seed: int, step: int, progress: float, tokenizer, token_budget: int, held_out: set[str]
+) -> Batch:
+    rng = batch_rng(seed, step)
+    weights = canvas_weights(progress)
+    canvas = rng.choices(list(weights), list(weights.values()))[0]
+    eos = tokenizer.eos_token_id
+    pairs: list[tuple[list[int], list[int]]] = []
+    while True:  # grow the batch until the next sequence would pass the budget
+        (problem,) = sample_problems(rng, canvas, 1, held_out)
+        prompt = encode_prompt(tokenizer, problem["prompt"], chat=rng.random() < CHAT_SHARE)
+        answer = tokenizer.encode(problem["response"], add_special_tokens=False)
+        if len(answer) >= canvas:
+            raise ValueError(
+                f"a {problem['task']} answer of {len(answer)} tokens overflows {canvas}"
+            )
+        candidate = pairs + [(prompt, answer)]
+        width = max(len(p) for p, _ in candidate) + canvas
+        if pairs and width * len(candidate) > token_budget:
+            break
+        pairs = candidate
+    width = max(len(p) for p, _ in pairs) + canvas
+    ids = torch.full((len(pairs), width), eos, dtype=torch.long)  # [B, T]
+    is_response = torch.zeros(len(pairs), width, dtype=torch.bool)  # [B, T]
+    for i, (p, a) in enumerate(pairs):
+        ids[i, : len(p)] = torch.tensor(p)
+        ids[i, len(p) : len(p) + len(a)] = torch.tensor(a)
+        is_response[i, len(p) :] = True
+    return Batch(ids, is_response, canvas, sum(len(a) for _, a in pairs))

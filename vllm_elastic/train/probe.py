@@ -1,0 +1,83 @@
+"""Which part of a line has the model learned? Masked-line probes on held-out answers (cheap).
+
+  python -m vllm_elastic.train.probe runs/train/model --canvas 256 --problems 8
+
+For each problem the reference answer is laid out after the prompt, padded with EOS to the canvas.
+For one line at a time, that line and everything after it are masked (what the sampler sees when it
+reaches the line; a visible next line would give the answer away), and one forward pass and the
+argmax fill the line in, all its tokens at once. A line counts when every token is right. ``story`` also gets a result-only probe (just the digits
+after ``=``), which separates the arithmetic from copying. Whole answers under the sampler are
+``curve.py``'s job; this says where the errors are long before whole answers come out right.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+
+import torch
+
+from ..eval.runner import load
+from ..tasks import SIZED_FAMILIES, make_problem
+from ..tasks.prompting import encode_prompt
+
+PROBE_SEED = 777  # fresh problems (not the held-out files): their answers are needed here
+
+
+def _spans(tokenizer, answer: str, result_only: bool) -> list[list[int]]:
+    """Token indices of each line of ``answer`` (or of the digits after its last '= ')."""
+    offsets = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
+    starts = [a for a, _ in offsets["offset_mapping"]]
+    spans, pos = [], 0
+    for line in answer.split("\n"):
+        lo, hi = pos, pos + len(line)
+        if result_only:
+            if "= " not in line:
+                pos = hi + 1
+                continue
+            lo = pos + line.rindex("= ") + 2
+        spans.append([i for i, s in enumerate(starts) if lo <= s < hi])
+        pos = hi + 1
+    return [s for s in spans if s]
+
+
+@torch.no_grad()
+def probe(model, tokenizer, family: str, canvas: int, problems: int, result_only: bool) -> float:
+    rng = random.Random(PROBE_SEED)
+    right = total = 0
+    for _ in range(problems):
+        problem = make_problem(family, rng, canvas)
+        prompt = encode_prompt(tokenizer, problem["prompt"])
+        answer = tokenizer.encode(problem["response"], add_special_tokens=False)
+        ids = torch.tensor(prompt + answer + [tokenizer.eos_token_id] * (canvas - len(answer)))
+        spans = _spans(tokenizer, problem["response"], result_only)
+        batch = ids.repeat(len(spans), 1)  # [S, T] one masked line (and what follows) per row
+        for row, span in enumerate(spans):
+            batch[row, len(prompt) + span[0] :] = tokenizer.mask_token_id
+        guess = model(batch).argmax(-1)  # [S, T]
+        for row, span in enumerate(spans):
+            cols = [len(prompt) + i for i in span]
+            right += bool((guess[row, cols] == ids[cols]).all())
+            total += 1
+    return right / max(1, total)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("model")
+    p.add_argument("--canvas", type=int, default=256)
+    p.add_argument("--problems", type=int, default=8)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    model, tokenizer = load(args.model)
+    row = {"model": args.model, "canvas": args.canvas, "problems": args.problems}
+    for family in SIZED_FAMILIES:
+        row[f"{family}_lines"] = probe(model, tokenizer, family, args.canvas, args.problems, False)
+    row["story_results"] = probe(model, tokenizer, "story", args.canvas, args.problems, True)
+    print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""Train the test-bed LLaDA on the story, program and listing families (LLaDA SFT), resumable.
+
+  python -m vllm_elastic.train.testbed --out runs/train
+
+Rerunning the same command continues from ``OUT/state.pt``: batches depend only on (seed, step), so
+a resumed run matches an uninterrupted one. Progress goes to a tqdm bar and ``OUT/train_log.jsonl``.
+``OUT/model`` is the latest weights in the HF layout (``eval`` and vLLM load it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..core.config import LLaDAConfig
+from ..core.model import LLaDAModel
+from ..tasks import load_jsonl
+from .batches import make_batch
+from .bpe import build_tokenizer
+from .objective import masked_diffusion_loss
+from .resume import export, load_state, save_state
+
+VOCAB_MULTIPLE = 64
+# Arguments a resumed run must share with the run it continues (the model, data and lr schedule).
+SCHEDULE_ARGS = ("seed", "steps", "batch_tokens", "lr", "warmup", "prefix_share", "d_model",
+                 "n_layers", "n_heads", "mlp", "held_out")  # fmt: skip
+EMA = 0.98
+
+
+def model_config(tokenizer, args: argparse.Namespace) -> LLaDAConfig:
+    vocab = -(-len(tokenizer) // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+    return LLaDAConfig(
+        d_model=args.d_model, n_heads=args.n_heads, n_kv_heads=args.n_heads, n_layers=args.n_layers,
+        mlp_hidden_size=args.mlp, vocab_size=vocab, embedding_size=vocab, rope_theta=10000.0,
+        max_sequence_length=4096, mask_token_id=tokenizer.mask_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        extra={"bos_token_id": tokenizer.bos_token_id, "torch_dtype": "float32"},
+    )  # fmt: skip
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def run_tokenizer(out: Path, seed: int):
+    """The run's tokenizer: trained once and kept in ``OUT/tokenizer``, read back on resume."""
+    from transformers import AutoTokenizer
+
+    path = out / "tokenizer"
+    if not path.exists():
+        build_tokenizer(seed).save_pretrained(str(path))
+    return AutoTokenizer.from_pretrained(str(path))
+
+
+def held_out_prompts(pattern: str) -> set[str]:
+    return {row["prompt"] for path in sorted(Path().glob(pattern)) for row in load_jsonl(path)}
+
+
+def _resume(
+    out: Path, model: LLaDAModel, opt, args: argparse.Namespace
+) -> tuple[int, float, float]:
+    """Load ``OUT/state.pt`` if there is one: (next step, loss EMA, wall seconds trained)."""
+    state = load_state(out)
+    if state is None:
+        return 0, None, 0.0
+    changed = {k for k in SCHEDULE_ARGS if state["args"].get(k) != getattr(args, k)}
+    if changed:
+        raise ValueError(f"{out} was trained with other {sorted(changed)}: {state['args']}")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    print(f"resuming {out} at step {state['step']} ({state['wall_s'] / 60:.1f} min trained)")
+    return state["step"], state["loss_ema"], state["wall_s"]
+
+
+def _update(model, opt, batch, step: int, args: argparse.Namespace, mask_id: int) -> float:
+    """One optimizer step on ``batch`` at ``step``'s learning rate; returns the loss."""
+    for group in opt.param_groups:
+        group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+    gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+    loss = masked_diffusion_loss(
+        model, batch.ids, batch.is_response, mask_id, gen, args.prefix_share
+    )
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return loss.item()
+
+
+def train(args: argparse.Namespace) -> None:
+    """Run (or continue) training up to ``args.steps`` updates, saving as it goes."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    tokenizer = run_tokenizer(out, args.seed)
+    model = LLaDAModel(model_config(tokenizer, args))
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1, betas=(0.9, 0.95))
+    start_step, ema, wall = _resume(out, model, opt, args)
+    held_out = held_out_prompts(args.held_out)
+    model.train()
+    end = min(args.steps, args.stop_after or args.steps)
+    bar = tqdm(range(start_step, end), initial=start_step, total=args.steps, desc="train")
+    last_save, t0 = time.time(), time.time() - wall
+    with open(out / "train_log.jsonl", "a") as log:
+        for step in bar:
+            progress = step / args.steps
+            batch = make_batch(args.seed, step, progress, tokenizer, args.batch_tokens, held_out)
+            loss = _update(model, opt, batch, step, args, tokenizer.mask_token_id)
+            ema = loss if ema is None else EMA * ema + (1 - EMA) * loss
+            bar.set_postfix(loss=f"{ema:.3f}", canvas=batch.canvas)
+            if step % args.log_every == 0:
+                row = {"step": step, "minutes": round((time.time() - t0) / 60, 2), "loss": loss,
+                       "loss_ema": ema, "lr": opt.param_groups[0]["lr"], "canvas": batch.canvas,
+                       "tokens": batch.ids.numel(), "answer_tokens": batch.answer_tokens}  # fmt: skip
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+            done = step + 1
+            kept = args.keep_every and done % args.keep_every == 0
+            if time.time() - last_save > args.save_minutes * 60 or done == end or kept:
+                extra = {"loss_ema": ema, "wall_s": time.time() - t0, "args": vars(args)}
+                save_state(out, model, opt, done, extra)
+                export(out, model, tokenizer, done, args.keep_every)
+                last_save = time.time()
+    print(f"{out}: {end} of {args.steps} steps, {(time.time() - t0) / 60:.1f} min, loss {ema:.4f}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--out", default="runs/train")
+    p.add_argument(
+        "--held-out", default="data/*.jsonl", help="glob of files whose prompts are skipped"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--steps", type=int, default=4500, help="total updates (the lr schedule's length)"
+    )
+    p.add_argument(
+        "--batch-tokens", type=int, default=6144, help="tokens per batch (prompt + canvas)"
+    )
+    p.add_argument("--lr", type=float, default=1.5e-3)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--prefix-share", type=float, default=0.5)
+    p.add_argument("--d-model", type=int, default=256)
+    p.add_argument("--n-layers", type=int, default=6)
+    p.add_argument(
+        "--n-heads", type=int, default=4, help="head_dim 64: a size vLLM's CPU attention takes"
+    )
+    p.add_argument("--mlp", type=int, default=768)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--save-minutes", type=float, default=5.0)
+    p.add_argument("--keep-every", type=int, default=1000, help="keep OUT/step_N every N steps")
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--stop-after", type=int, default=None, help="stop at this step (resume later)")
+    return p.parse_args(argv)
+
+
+def main() -> None:
+    train(parse_args())
+
+
+if __name__ == "__main__":
+    main()
