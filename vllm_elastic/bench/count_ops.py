@@ -1,4 +1,4 @@
-"""Count what one steady-state decode step launches: aten ops and host syncs, at several batch sizes.
+"""Count what one steady-state decode step launches: aten ops and host syncs, at several batches.
 
   python -m vllm_elastic.bench.count_ops models/llada-tiny --methods llada,fastdllm,elastic \
       --batches 1,4,16,64 --gen-length 256 --json counts.json [--engine vllm]
@@ -7,9 +7,9 @@
 engine step of ``vllm.LLM`` with the plugin (the runner's ``execute_model`` and ``sample_tokens``,
 vLLM's own input preparation included), through the worker RPC ``elastic_count_steps``.
 
-Counting, not timing (``core/op_count.py``): the same numbers on a busy or an idle machine. A batched
-step launches the same ops whatever the number of requests R; ``ops_per_request`` is the slope
-between the smallest and the largest R.
+Counting, not timing (``core/op_count.py``): the same numbers on a busy or an idle machine. A
+batched step launches the same ops whatever the number of requests R; ``ops_per_request`` is the
+slope between the smallest and the largest R.
 """
 
 from __future__ import annotations

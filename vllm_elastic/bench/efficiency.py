@@ -1,4 +1,4 @@
-"""Engine efficiency: how close the plugin runs to plain packed compute, beside stock vLLM's AR speed.
+"""Engine efficiency: how close the plugin runs to plain packed compute, beside stock vLLM (AR).
 
   python -m vllm_elastic.bench.efficiency models/llada-tiny --methods elastic,fastdllm \
       --concurrency 1,16 --num-prompts 32 --gen-length 256 --json efficiency.json
@@ -43,7 +43,9 @@ def engine_rows(model_dir: str, prompts, methods, concurrencies, gen_length: int
     llm = LLM(model=model_dir, dtype="float32", enforce_eager=True, max_num_seqs=max(concurrencies))
     rows = []
     for method in methods:
-        params = SamplingParams(max_tokens=gen_length, extra_args={"method": method})
+        params = SamplingParams(  # greedy, as the reference decoders (vLLM's default is 1.0)
+            max_tokens=gen_length, temperature=0.0, extra_args={"method": method}
+        )
         llm.generate([{"prompt_token_ids": p} for p in prompts[:2]], params, use_tqdm=False)
         for c in concurrencies:
             outs, start = [], time.perf_counter()

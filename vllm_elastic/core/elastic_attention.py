@@ -1,4 +1,4 @@
-"""The attention of one Elastic-Cache layer step for a whole batch, with its statistics: the torch twin.
+"""One Elastic-Cache layer step's attention for a whole batch, with its statistics: the torch twin.
 
 One call gives what a layer of a cached decode needs from attention, for every sequence of the
 step at once (research/elastic_cache.md §1.3 items 3-4): the output of the step's query rows over

@@ -165,7 +165,7 @@ class _ProbeState:
         self.cells = batch.tracked_cells() if self.any_tested else None
 
     def testing(self, layer: int) -> torch.Tensor:
-        """bool [R]: sequences whose drift is tested at ``layer`` (not refreshing, not triggered)."""
+        """bool [R]: sequences whose drift is tested at ``layer`` (not refreshing, no trigger)."""
         return (
             self.can_test_dev
             & (layer < self.refresh_from)

@@ -4,8 +4,8 @@ The numbers are the same on a busy or an idle machine, and they predict the host
 on a GPU: every aten op is a kernel launch or host work, every sync stalls the host until the device
 catches up. A batched step launches the same ops whatever the number of requests.
 
-Syncs counted: ``item``, ``tolist``, ``__bool__``, ``__int__``, ``__float__``, ``__index__``, ``cpu``,
-``nonzero``, ``unique``, ``equal``, ``any``, ``all`` and boolean-mask indexing, on tensors.
+Syncs counted: ``item``, ``tolist``, ``__bool__``, ``__int__``, ``__float__``, ``__index__``,
+``cpu``, ``nonzero``, ``unique``, ``equal``, ``any``, ``all`` and boolean-mask indexing, on tensors.
 """
 
 from __future__ import annotations
