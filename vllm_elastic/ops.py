@@ -16,12 +16,7 @@ import torch
 
 from .core.elastic_attention import elastic_attention_ref, elastic_attention_varlen_ref
 
-BACKEND_ENV = "VLLM_ELASTIC_ATTENTION"
-# NOTE: the CPU kernel walks keys row by row; from this many query rows per sequence (a full
-# forward, a refresh, Fast-dLLM's prefix rows) the twin's padded SDPA, made of GEMMs, is faster
-# (a batched fastdllm step at R = 16: 363 ms with the twin against 476 ms with the kernel, 2-core
-# CPU, 2026-12-05). A host int: deciding costs no sync.
-CPU_KERNEL_MAX_ROWS = 64  # "torch": use the twins even when the kernels are built
+BACKEND_ENV = "VLLM_ELASTIC_ATTENTION"  # "torch": use the twins even when the kernels are built
 
 
 OP_NAMES = ("elastic_attention", "elastic_attention_varlen")
@@ -105,8 +100,7 @@ def elastic_attention_varlen(
     """One layer's attention and statistics for a whole batch (the signature and results of
     ``core.elastic_attention.elastic_attention_varlen_ref``)."""
     fn = elastic_attention_varlen_ref
-    many_rows = q.device.type == "cpu" and max_rows >= CPU_KERNEL_MAX_ROWS
-    if kernel_for(q.device) and not many_rows and not _plain_batch(q, reads_cache, window, tracked):
+    if kernel_for(q.device) and not _plain_batch(q, reads_cache, window, tracked):
         fn = torch.ops.vllm_elastic.elastic_attention_varlen
     return fn(
         q, k_new, v_new, row_seq, row_pos, cu_rows, max_rows, key_cache, value_cache,
