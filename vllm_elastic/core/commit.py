@@ -85,7 +85,7 @@ def _logprob_rows(logits, tokens, plans: list[SeqPlan], starts: np.ndarray):
 
 def _attach_logprobs(results, flat: np.ndarray, plans: list[SeqPlan], k: int) -> None:
     """Give each asking sequence its rows, cut to its own number of alternatives."""
-    if k == 0 and not any(p.commit.logprobs is not None for p in plans):
+    if not any(p.commit.logprobs is not None for p in plans):
         return
     table = flat.reshape(-1, 3 + 2 * k)
     at = 0

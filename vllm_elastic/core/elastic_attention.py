@@ -1,10 +1,11 @@
 """One Elastic-Cache layer step's attention for a whole batch, with its statistics: the torch twin.
 
 One call gives what a layer of a cached decode needs from attention, for every sequence of the
-step at once (research/elastic_cache.md §1.3 items 3-4): the output of the step's query rows over
-all keys of their own sequence, the mass each key receives from the sequence's window rows (summed
-over heads and rows: the most-attended choice) and the drift partials of its tracked rows (their
-attention before this step's cache update against after it).
+step at once (the most-attended choice and drift test of Elastic-Cache's modeling_llada.py): the
+output of the step's query rows over all keys of their own sequence, the mass each key receives
+from the sequence's window rows (summed over heads and rows: the most-attended choice) and the
+drift partials of its tracked rows (their attention before this step's cache update against after
+it).
 
 Varlen layout: the step's rows are packed, sequence after sequence (``cu_rows``); row i belongs to
 sequence ``row_seq[i]`` at position ``row_pos[i]``. K/V are read where the engine keeps them: pages

@@ -6,7 +6,7 @@ statistics of every sequence (``ops.elastic_attention_varlen``), one batched dec
 (``policy.decide_layer``), one MLP. A sequence never sees its neighbours: attention is per sequence.
 
 Each ``SeqPlan`` says which rows to compute from layer 0 and from which layer on every row is
-recomputed (``refresh_from``, research/elastic_cache.md §1.3): layers below it compute only
+recomputed (``refresh_from``, as ``generate_with_elastic_cache`` does): layers below it compute only
 ``rows`` and overwrite those rows of the caches; at ``refresh_from`` the sequence switches to its
 full cached layer input and refreshes every layer above for all N positions. The drift test may
 lower ``refresh_from`` for the layers still to come (``immediate``): the host reads that decision
@@ -73,8 +73,7 @@ def forward_step(
     batch = StepBatch(plans, pages, device)
     num_layers = model.num_layers
     probes = _ProbeState(batch, num_layers, device)
-    full = np.array([p.all_rows for p in plans])
-    lay = batch.layout(full, 0)
+    lay = batch.layout(batch.all_rows, 0)
     h = model.embed(batch.ids)  # [T, d]
     rows_computed = np.zeros(batch.num_seqs, dtype=np.int64)
     for layer, block in enumerate(model.blocks):

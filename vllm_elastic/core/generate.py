@@ -128,7 +128,7 @@ def _by_pages(states: list[DecodeState]):
 
 
 def _account(stats: ComputeStats, plan: SeqPlan, result: SeqResult, num_layers: int) -> None:
-    """Compute accounting from what the forward ran (research/elastic_cache.md §1.3)."""
+    """Compute accounting from what the forward ran (rows per layer, refresh layers)."""
     stats.nfe += 1
     stats.rows_computed += result.rows_computed
     stats.rows_nocache += plan.length * num_layers

@@ -1,8 +1,9 @@
 """The policy pieces shared by the reference decoders and the vLLM runner.
 
-Each function is one decision of research/elastic_cache.md: commit rule (§1.3 item 7), window (§1.3 item
-1), most-attended selection (item 3), drift similarity (item 4), LLaDA's transfer schedule and Gumbel
-noise (§4.1). The decoders and the engine call these; nothing re-implements them.
+Each function is one decision of the authors' code (Elastic-Cache llada/generate.py@46c0bc32 and
+its modeling_llada.py; ML-GSAI/LLaDA generate.py): commit rule, window, most-attended selection,
+drift similarity, LLaDA's transfer schedule and Gumbel noise. The decoders and the engine call
+these; nothing re-implements them.
 """
 
 from __future__ import annotations
@@ -42,28 +43,16 @@ def confidence(logits: torch.Tensor, mask_id: int) -> tuple[torch.Tensor, torch.
 
 
 def threshold_commit(conf: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Fast-dLLM's rule: every position with conf >= threshold, and always the most confident one.
-
-    conf: [R] -> bool [R]. Equal to ``conf >= min(threshold, conf.max())`` (generate.py@46c0bc32).
-    """
-    if conf.numel() == 0:
-        return torch.zeros(0, dtype=torch.bool, device=conf.device)
-    return conf >= torch.clamp(conf.max(), max=threshold)
-
-
-def topk_commit(conf: torch.Tensor, k: int) -> torch.Tensor:
-    """The fixed-rate rule (``threshold=None, tokens_per_iter=k`` in the authors' code): the k most
-    confident positions. conf: [R] -> bool [R]."""
-    keep = torch.zeros_like(conf, dtype=torch.bool)
-    keep[torch.topk(conf, min(k, conf.numel())).indices] = True
-    return keep
-
-
-def commit_mask(conf: torch.Tensor, threshold: float, tokens_per_step: int | None) -> torch.Tensor:
-    """The commit rule of a step: fixed top-k when ``tokens_per_step`` is set, else the threshold rule."""
-    if tokens_per_step is not None:
-        return topk_commit(conf, tokens_per_step)
-    return threshold_commit(conf, threshold)
+    """Fast-dLLM's rule for one sequence: every position with conf >= threshold, and always the most
+    confident one (generate.py@46c0bc32). conf: [R] -> bool [R]; ``commit_batched`` with one
+    sequence."""
+    n = conf.numel()
+    rows = torch.arange(n, device=conf.device)
+    return commit_batched(
+        conf, torch.zeros_like(rows), rows, 1, n,
+        torch.tensor([threshold], dtype=conf.dtype, device=conf.device),
+        torch.tensor([-1], device=conf.device),
+    )
 
 
 def commit_batched(
@@ -75,7 +64,9 @@ def commit_batched(
     threshold: torch.Tensor,
     top_k: torch.Tensor,
 ) -> torch.Tensor:
-    """``commit_mask`` of every sequence at once over packed rows.
+    """The commit rule of every sequence at once over packed rows: the ``top_k`` most confident
+    (the fixed-rate rule, ``tokens_per_iter`` in the authors' code; LLaDA's transfer schedule), or
+    Fast-dLLM's threshold rule (every row with conf >= min(threshold, max conf)).
 
     conf: [O] float64 packed by sequence; seg, local: [O] each row's sequence and index in it;
     threshold: [R] float64; top_k: [R] (>= 0: the top-k rule, -1: the threshold rule) -> bool [O].
@@ -99,14 +90,6 @@ def sliding_window(masked: torch.Tensor, window: int, block_caching: bool) -> to
     return masked[:window] if block_caching else masked
 
 
-def attention_mass(window_probs: torch.Tensor, still_masked: torch.Tensor) -> torch.Tensor:
-    """Mass each key receives from the window rows, summed over heads and rows; masked keys get 0.
-
-    window_probs: [H, W, N]; still_masked: bool [N] -> score [N].
-    """
-    return mask_attended(attention_mass_partial(window_probs), still_masked)
-
-
 def attention_mass_partial(window_probs: torch.Tensor) -> torch.Tensor:
     """The mass summed over this shard's heads and the window rows: [H, W, N] -> [N].
 
@@ -118,11 +101,6 @@ def attention_mass_partial(window_probs: torch.Tensor) -> torch.Tensor:
 def mask_attended(score: torch.Tensor, still_masked: torch.Tensor) -> torch.Tensor:
     """Masked keys cannot be most-attended. score: [N], still_masked: bool [N] -> [N]."""
     return score.masked_fill(still_masked, 0.0)
-
-
-def most_attended(score: torch.Tensor, track_num: int) -> torch.Tensor:
-    """Positions of the top ``track_num`` keys by attention mass. score: [N] -> [track_num]."""
-    return torch.topk(score, min(track_num, score.numel())).indices
 
 
 def most_attended_batched(

@@ -107,6 +107,7 @@ class StepBatch:
         self.has_cache = np.array([p.cache is not None for p in plans])
         self.keeps_inputs = np.array([p.cache is not None and p.cache.keep_inputs for p in plans])
         self.refresh_from = np.array([p.refresh_from for p in plans], dtype=np.int64)
+        self.all_rows = np.array([p.all_rows for p in plans])  # planned rows cover the canvas
         tables = _pad([np.asarray(p.cache.block_ids if p.cache else [], np.int64) for p in plans])
         self.tables_np = np.maximum(tables, 0)  # [R, max_blocks]
         self.block_tables = self.to_device(self.tables_np)
@@ -126,7 +127,7 @@ class StepBatch:
 
     def full_at(self, layer: int) -> np.ndarray:
         """bool [R]: sequences computing all positions at ``layer``."""
-        return np.array([p.all_rows for p in self.plans]) | (self.refresh_from <= layer)
+        return self.all_rows | (self.refresh_from <= layer)
 
     def layout(self, full: np.ndarray, layer: int) -> Layout:
         """Pack every sequence's rows: all positions where ``full``, else its planned rows.

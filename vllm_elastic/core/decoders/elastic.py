@@ -1,5 +1,5 @@
 """Elastic-Cache decoding as the authors' code does it (llada/generate.py@46c0bc32,
-``generate_with_elastic_cache``; research/elastic_cache.md §1.2-1.3).
+``generate_with_elastic_cache``).
 
 Step 0 is a full forward that fills every layer's cache. Each later step computes only the rows
 ``tracked ∪ newly committed ∪ window`` (the window: the W leftmost masked positions) at every layer; at

@@ -1,5 +1,5 @@
 """Fast-dLLM (arXiv 2505.22618): block-wise decoding with a prefix or dual KV cache and
-confidence-threshold parallel decoding (research/elastic_cache.md §5.1).
+confidence-threshold parallel decoding (NVlabs/Fast-dLLM generate.py).
 
 At each block start one full forward refills every layer's K/V and gives the block's first logits.
 Inside the block: ``prefix`` recomputes the block and everything after it against the cached prefix;

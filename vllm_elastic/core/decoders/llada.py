@@ -1,4 +1,4 @@
-"""The LLaDA reference sampler (ML-GSAI/LLaDA generate.py, research/elastic_cache.md §4.1), no cache.
+"""The LLaDA reference sampler (ML-GSAI/LLaDA generate.py), no cache.
 
 Semi-autoregressive blocks of ``block_length``; ``steps // num_blocks`` steps per block; every step one
 full bidirectional forward over the canvas; x0 = argmax of Gumbel-noised logits (float64); confidence
