@@ -8,7 +8,7 @@ Norms and RoPE are the core's own modules (same math, same numerics); the projec
 ``VocabParallelEmbedding`` / ``ParallelLMHead``, loaded from the real checkpoint names
 (``model.transformer.blocks.{i}.q_proj.weight`` ...).
 
-Paged caches (issue 3 item 4): each block owns a vLLM ``Attention`` layer and a ``RefreshState``
+Paged caches: each block owns a vLLM ``Attention`` layer and a ``RefreshState``
 layer, so vLLM's KV cache manager sizes, counts and frees blocks for every canvas; the runner keeps each
 request's K/V and the per-layer state a refresh needs (q, layer input) in those blocks through
 ``plugin/paged_cache.py``, addressed by the request's block ids. Still to come: (2) give the
