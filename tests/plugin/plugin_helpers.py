@@ -6,6 +6,7 @@ accepts), with weights scaled so that outputs vary and some requests end on EOS.
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import torch
@@ -119,3 +120,26 @@ def step_until_done(engine, on_step=None) -> dict[str, tuple[list[int], str]]:
         if on_step is not None:
             on_step()
     return finished
+
+
+_REQUEST_IDS = itertools.count()
+
+
+def generate_together(llm, prompts, params) -> list:
+    """``llm.generate`` with every request admitted in the same step: the engine core is paused
+    while they are added (it steps as soon as a request arrives, so on a busy machine the first
+    ones would otherwise start a step or more ahead). Finished ``RequestOutput``s, prompt order."""
+    engine = llm.llm_engine
+    ids = [f"together-{next(_REQUEST_IDS)}" for _ in prompts]
+    engine.engine_core.call_utility("pause_scheduler", "keep", False)
+    try:
+        for req_id, prompt in zip(ids, prompts):
+            engine.add_request(req_id, {"prompt_token_ids": prompt}, params)
+    finally:
+        engine.engine_core.call_utility("resume_scheduler")
+    finished = {}
+    while engine.has_unfinished_requests():
+        for out in engine.step():
+            if out.finished:
+                finished[out.request_id] = out
+    return [finished[req_id] for req_id in ids]

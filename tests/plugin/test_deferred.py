@@ -21,6 +21,7 @@ from plugin_helpers import (  # noqa: E402
     VOCAB,
     expected,
     expected_one_grant_per_step,
+    generate_together,
     make_llm,
 )
 
@@ -40,7 +41,7 @@ def _generate(llm, extra):
     from vllm_elastic.plugin.stats import request_stats
 
     params = SamplingParams(max_tokens=GEN_LENGTH, temperature=0.0, extra_args=dict(extra))
-    outs = llm.generate([{"prompt_token_ids": p} for p in PROMPTS], params, use_tqdm=False)
+    outs = generate_together(llm, PROMPTS, params)  # the grants assume they start together
     got = [(list(o.outputs[0].token_ids), o.outputs[0].finish_reason) for o in outs]
     return got, request_stats(llm, outs)
 

@@ -19,7 +19,6 @@ import numpy as np
 from ..core.decoders.base import DecodeState
 from ..core.decoders.elastic import ElasticState
 
-
 DIGEST_ENV = "VLLM_ELASTIC_DECISION_DIGEST"
 
 

@@ -20,8 +20,8 @@ same grants; the scheduler reads rank 0's reports (all ranks decide the same).
 
 Budget, in token rows (one row through all L layers; a refresh from layer l of an N-row canvas
 costs ceil(N (L - l) / L)): ``additional_config={"elastic": {"refresh_budget": B}}``, or by
-default what the step leaves of vLLM's token budget, ``max_num_batched_tokens`` minus the step's
-scheduled tokens (the canvas rows vLLM counts for it).
+default what the step leaves of vLLM's token budget, ``max_num_batched_tokens`` minus the rows the
+step computes without refreshes (``ElasticScheduler._step_rows``).
 """
 
 from __future__ import annotations
@@ -43,11 +43,13 @@ STEP_LIMIT_REASON = "step_limit"
 
 @dataclass
 class ElasticRunnerOutput(ModelRunnerOutput):
-    """vLLM's runner output, each request's pending deferred refresh (request id -> cost), and the
-    requests whose decode ended at its step bound in this step (the scheduler ends them)."""
+    """vLLM's runner output, each request's pending deferred refresh (request id -> cost), the
+    requests whose decode ended at its step bound in this step (the scheduler ends them), and the
+    rows each request's next step computes (request id -> token rows; the scheduler books them)."""
 
     refresh_requests: dict[str, RefreshCost] = field(default_factory=dict)
     step_limited: set[str] = field(default_factory=set)
+    next_rows: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -55,6 +57,13 @@ class ElasticSchedulerOutput(SchedulerOutput):
     """vLLM's scheduler output and the request ids whose pending refresh runs in this step."""
 
     refresh_grants: set[str] = field(default_factory=set)
+
+
+def booked_tokens(rows: int, remaining: int) -> int:
+    """The tokens the scheduler books for a running request's step: the rows it computes, within
+    the ``remaining`` canvas it has not handed out (vLLM's drafts cannot pass the canvas end), and
+    at least one (vLLM skips a request with nothing scheduled)."""
+    return max(1, min(rows, remaining))
 
 
 def extend(base: object, cls: type[T], **extra) -> T:

@@ -17,8 +17,9 @@ change:
   padded with -1 (vLLM drops those). The scheduler appends them and rolls the rest of the canvas
   back (``scheduler.py``). A request decodes only once its blocks cover its whole canvas (the
   scheduler reserves them when it admits the request).
-- ``sample_tokens`` adds each request's pending deferred refresh to vLLM's output
-  (``ElasticRunnerOutput``), for the scheduler to grant in a later step, and the requests whose
+- ``sample_tokens`` adds to vLLM's output (``ElasticRunnerOutput``) the rows each request's next
+  step computes (the scheduler books that many tokens for it), each request's pending deferred
+  refresh, for the scheduler to grant in a later step, and the requests whose
   decode reached its step bound (``core/decoders/base.py``) with positions still masked: the
   scheduler ends those with finish_reason "length" and stop_reason ``STEP_LIMIT_REASON``.
 
@@ -53,7 +54,13 @@ from .decisions import DecisionDigest
 from .logprobs import step_logprobs
 from .metrics import PendingMetrics
 from .paged_cache import BlocksMoved, PagedStore, bind
-from .refresh import STEP_LIMIT_REASON, ElasticRunnerOutput, ElasticSchedulerOutput, extend
+from .refresh import (
+    STEP_LIMIT_REASON,
+    ElasticRunnerOutput,
+    ElasticSchedulerOutput,
+    booked_tokens,
+    extend,
+)
 from .stats import RecentStats
 
 if TYPE_CHECKING:
@@ -80,6 +87,12 @@ class RequestDecode:
     step_limited: bool = False  # its decode ended at the step bound before the canvas was filled
     wants_logprobs: bool = False  # the request asked for logprobs (its state records them)
     added_eos: int = 0  # an EOS that take_committed added to end the request (1) or not (0)
+    waited: int = 0  # steps it was ready but left out for the token budget, in a row
+
+    @property
+    def left(self) -> int:
+        """Generated positions not handed out yet."""
+        return self.state.canvas.length - self.prompt_len - self.emitted
 
     def take_committed(self) -> list[int]:
         """Tokens that extend the contiguous committed prefix since the last call (EOS included)."""
@@ -150,6 +163,9 @@ class ElasticRunnerMixin:
         self.step_counts: list[dict] = []
         self._counting: OpCounts | None = None
         self.step_limited: set[str] = set()  # requests this step ended at their step bound
+        self.next_rows: dict[str, int] = {}  # rows of each request's next step, for the scheduler
+        self.booking: list[dict] | None = None  # per step, booked tokens against rows (tests)
+        self._booked: dict[str, int] = {}  # the scheduler's tokens per request in this step
         self._host_dirty = False  # decoded since the worker last went idle
 
     def initialize_kv_cache_tensors(self, kv_cache_config, kernel_block_sizes, **kwargs):
@@ -172,7 +188,8 @@ class ElasticRunnerMixin:
         self.refresh_grants = None
         if isinstance(scheduler_output, ElasticSchedulerOutput):
             self.refresh_grants = scheduler_output.refresh_grants
-        self.refresh_requests, self.step_limited = {}, set()
+        self.refresh_requests, self.step_limited, self.next_rows = {}, set(), {}
+        self._booked = scheduler_output.num_scheduled_tokens
         if self.steps_to_count and self.step_pending:
             self._counting = OpCounts()
             self._counting.start()
@@ -186,7 +203,7 @@ class ElasticRunnerMixin:
                 {"requests": self.input_batch.num_reqs, **self._counting.to_dict()}
             )
             self._counting, self.steps_to_count = None, self.steps_to_count - 1
-        reports = self.refresh_requests or self.step_limited
+        reports = self.refresh_requests or self.step_limited or self.next_rows
         if type(output) is ModelRunnerOutput and reports:  # extend copies: never mutates vLLM's
             # shared EMPTY_MODEL_RUNNER_OUTPUT
             output = extend(
@@ -194,6 +211,7 @@ class ElasticRunnerMixin:
                 ElasticRunnerOutput,
                 refresh_requests=self.refresh_requests,
                 step_limited=self.step_limited,
+                next_rows=self.next_rows,
             )
         return output
 
@@ -220,8 +238,10 @@ class ElasticRunnerMixin:
         batch = self.input_batch
         req_ids = batch.req_ids[: batch.num_reqs]
         decodes = [self._decode_of(req_id) for req_id in req_ids]
-        ready_ids = [r for r, d in zip(req_ids, decodes) if self._ready(r, d)]
+        ready_ids = self._within_budget([r for r, d in zip(req_ids, decodes) if self._ready(r, d)])
         ready = [self.decodes[r].state for r in ready_ids]
+        if self.booking is not None:
+            self.booking.append(self._booking_entry(ready_ids))
         if ready:
             self._step(self.get_model(), ready_ids, ready)
         if self.decisions.enabled:
@@ -237,7 +257,39 @@ class ElasticRunnerMixin:
                 self.pending_metrics.observe_request(d.state.stats.to_dict())
                 if d.step_limited:
                     self._end_step_limited(req_id, d)
+            elif d.state is not None:
+                self.next_rows[req_id] = d.state.next_rows()
         return new_tokens, new_logprobs
+
+    def _within_budget(self, ready_ids: list[str]) -> list[str]:
+        """The ready requests whose rows fit in ``max_num_batched_tokens``: those that waited
+        longest first, then in batch order, up to the first that does not fit (always one).
+
+        vLLM's token budget counts the scheduler's drafts, and a step can compute more rows than
+        the canvas a request has left (a block's full refresh near the end of the canvas), so
+        the runner holds the bound: a request left out waits a step, handing out nothing, and
+        goes first next time."""
+        order = sorted(ready_ids, key=lambda r: -self.decodes[r].waited)  # stable: batch order
+        budget, used, chosen = self.scheduler_config.max_num_batched_tokens, 0, []
+        for req_id in order:
+            rows = self.decodes[req_id].state.next_rows()
+            if chosen and used + rows > budget:
+                break
+            chosen.append(req_id)
+            used += rows
+        for req_id in ready_ids:
+            self.decodes[req_id].waited = 0 if req_id in chosen else self.decodes[req_id].waited + 1
+        return [r for r in ready_ids if r in chosen]  # batch order
+
+    def _booking_entry(self, ready_ids: list[str]) -> dict:
+        """What the scheduler booked for each request stepped now, beside the rows its step
+        computes (before any refresh) and the canvas it had not handed out."""
+        entry = {}
+        for req_id in ready_ids:
+            d = self.decodes[req_id]
+            entry[req_id] = {"booked": self._booked[req_id], "rows": d.state.next_rows(),
+                             "left": d.left, "first": d.state.steps_taken == 0}  # fmt: skip
+        return entry
 
     def _end_step_limited(self, req_id: str, decode: RequestDecode) -> None:
         """Report a request whose decode reached its step bound; the scheduler ends it."""
@@ -314,9 +366,15 @@ class ElasticRunnerMixin:
         return paged
 
     def _ready(self, req_id: str, decode: RequestDecode) -> bool:
-        """Decodes this step: blocks for its whole canvas are allocated (the scheduler reserves
-        them at admission; until then it waits a step, emitting nothing)."""
+        """Decodes this step: the scheduler booked the rows its step computes (vLLM cuts the
+        drafts of the last requests when the token budget runs out: those wait a step, so that
+        ``max_num_batched_tokens`` bounds the rows a step runs), and blocks for its whole canvas
+        are allocated (the scheduler reserves them at admission; until then it waits a step,
+        emitting nothing)."""
         if decode.state is None or decode.finished:
+            return False
+        booked = booked_tokens(decode.state.next_rows(), decode.left)
+        if decode.state.steps_taken and self._booked[req_id] < booked:
             return False
         if decode.cache is None:
             return True

@@ -1,14 +1,20 @@
 """The scheduler hook: a request's canvas is re-run every step until the runner commits tokens.
 
-A subclass of vLLM's V1 ``Scheduler`` (research/vllm_v1_hooks.md Q1, mode B). The not-yet-handed-out
-part of each running request's canvas is scheduled as draft tokens; with
-``num_sampled_tokens_per_step = 0`` vLLM rolls back every draft the runner did not turn into an
-output token, so ``num_computed_tokens`` stays at the committed length and the same canvas positions
-are scheduled again next step (their KV blocks stay allocated; nothing is re-allocated).
+A subclass of vLLM's V1 ``Scheduler``. A step books what it computes: each running request is
+scheduled as many draft tokens as its next step computes rows (``DecodeState.next_rows``, which
+the runner reports in ``ElasticRunnerOutput.next_rows``), at most the canvas it has not handed out
+yet, so that ``max_num_batched_tokens`` bounds the rows a step runs. With
+``num_sampled_tokens_per_step = 0`` vLLM counts the tokens the runner hands out as accepted and
+rolls the other drafts back, so ``num_computed_tokens`` stays at the handed-out length (their KV
+blocks stay allocated; nothing is re-allocated). A request may hand out more tokens than it was
+scheduled drafts (a step that closes a gap in the committed prefix); vLLM's rollback then counts
+the extra as computed, which they are.
 
 Admission: a waiting request is admitted only when KV blocks for its whole canvas (prompt +
 max_tokens) fit next to what the running requests still need, so a running canvas never has to be
-preempted to grow. The blocks of a new request's whole canvas are reserved in its first step
+preempted to grow, and only when its first step, a forward over its whole canvas, fits in the
+token budget that the running requests' drafts leave (vLLM books only the prompt for it). The
+blocks of a new request's whole canvas are reserved in its first step
 (``_reserve_canvases``): the runner keeps every position's per-layer caches in them
 (``paged_cache.py``). Requests finish on the model's EOS (as handed out by the runner) or at the
 end of the canvas (vLLM's max_tokens stop).
@@ -27,8 +33,8 @@ from __future__ import annotations
 
 from vllm.utils.math_utils import cdiv
 from vllm.v1.core.sched.output import SchedulerOutput
-from vllm.v1.engine import EngineCoreOutput, EngineCoreOutputs
 from vllm.v1.core.sched.scheduler import Scheduler
+from vllm.v1.engine import EngineCoreOutput, EngineCoreOutputs
 from vllm.v1.request import Request, RequestStatus
 
 from ..core.decoders.base import RefreshCost
@@ -37,6 +43,7 @@ from .refresh import (
     STEP_LIMIT_REASON,
     ElasticRunnerOutput,
     ElasticSchedulerOutput,
+    booked_tokens,
     choose_grants,
     extend,
 )
@@ -58,16 +65,19 @@ class ElasticScheduler(Scheduler):
         self.refresh_pending: dict[str, RefreshCost] = {}
         self.refresh_budget = settings.engine_refresh_budget(self.vllm_config.additional_config)
         self.step_limited: set[str] = set()  # the runner's report of the step being processed
+        self.next_rows: dict[str, int] = {}  # rows of each request's next step (runner reports)
         trace("scheduler")
 
     def schedule(self, *args, **kwargs):
         for request in self.running:
-            remaining = request.max_tokens - request.num_output_tokens
             # drafts are consumed by every schedule(): set them again each step
-            request.spec_token_ids = [self.canvas_token_id] * max(remaining, 0)
+            request.spec_token_ids = [self.canvas_token_id] * self._drafts(request)
+        rows = sum(self._rows(request) for request in self.running)
         limit = self.max_num_active_reqs
         admissible = (
-            len(self.running) + self.num_waiting_for_streaming_input + self._num_admissible()
+            len(self.running)
+            + self.num_waiting_for_streaming_input
+            + self._num_admissible(self.max_num_scheduled_tokens - rows)
         )
         self.max_num_active_reqs = min(limit, admissible)  # caps admission in this schedule() only
         try:
@@ -77,13 +87,33 @@ class ElasticScheduler(Scheduler):
         self._reserve_canvases(output)
         return self._grant_refreshes(output)
 
+    def _drafts(self, request: Request) -> int:
+        """Draft tokens for a running request, so that vLLM schedules it ``booked_tokens`` of the
+        rows its next step computes (before the runner's first report: the whole canvas it has
+        not handed out)."""
+        remaining = request.max_tokens - request.num_output_tokens
+        booked = booked_tokens(self._rows(request), remaining)
+        # tokens vLLM still counts as uncomputed (those handed out by a step without drafts, a
+        # request's first) are scheduled anyway: they are part of the booking
+        return max(0, booked - (request.num_tokens - request.num_computed_tokens))
+
+    def _rows(self, request: Request) -> int:
+        """The token rows a request's next step computes: the runner's report, else (before its
+        first step) its whole canvas."""
+        rows = self.next_rows.get(request.request_id)
+        return self._canvas_tokens(request) if rows is None else rows
+
+    def _step_rows(self, output: SchedulerOutput) -> int:
+        """The token rows the step computes, before refreshes: each scheduled request's."""
+        return sum(self._rows(self.requests[r]) for r in output.num_scheduled_tokens)
+
     def _grant_refreshes(self, output: SchedulerOutput) -> ElasticSchedulerOutput:
         """The step's output with the deferred refreshes granted in it (``refresh.choose_grants``)."""
         scheduled = output.num_scheduled_tokens
         pending = {r: c for r, c in self.refresh_pending.items() if r in scheduled}
         budget = self.refresh_budget
         if budget is None:
-            budget = self.max_num_scheduled_tokens - output.total_num_scheduled_tokens
+            budget = self.max_num_scheduled_tokens - self._step_rows(output)
         arrival = {r: self.requests[r].arrival_time for r in pending}
         grants = choose_grants(pending, arrival, budget) if pending else set()
         return extend(output, ElasticSchedulerOutput, refresh_grants=grants)
@@ -97,10 +127,12 @@ class ElasticScheduler(Scheduler):
         if isinstance(model_runner_output, ElasticRunnerOutput):
             self.refresh_pending.update(model_runner_output.refresh_requests)
             self.step_limited = model_runner_output.step_limited
+            self.next_rows.update(model_runner_output.next_rows)
         outputs = super().update_from_output(scheduler_output, model_runner_output)
         self._end_step_limited(outputs)
-        for req_id in [r for r in self.refresh_pending if r not in self.requests]:
-            del self.refresh_pending[req_id]  # finished or aborted
+        for reports in (self.refresh_pending, self.next_rows):
+            for req_id in [r for r in reports if r not in self.requests]:
+                del reports[req_id]  # finished or aborted
         return outputs
 
     def _end_step_limited(self, outputs: dict[int, EngineCoreOutputs]) -> None:
@@ -146,16 +178,19 @@ class ElasticScheduler(Scheduler):
     def _canvas_tokens(self, request: Request) -> int:
         return min(request.num_prompt_tokens + request.max_tokens, self.max_model_len)
 
-    def _num_admissible(self) -> int:
-        """How many waiting requests, in queue order, fit with their whole canvas."""
+    def _num_admissible(self, token_budget: int) -> int:
+        """How many waiting requests, in queue order, fit with their whole canvas: its KV blocks,
+        and its first step's rows in ``token_budget`` (what the running requests' drafts leave).
+        A canvas never exceeds the whole budget (``max_num_batched_tokens >= max_model_len``), so
+        a request waits at most until enough running requests finish."""
         free = self.kv_cache_manager.block_pool.get_num_free_blocks()
         free -= sum(self._blocks_still_needed(r) for r in self.running)
         admitted = 0
         for request in self.waiting:
-            need = self._blocks_still_needed(request)
-            if need > free:
+            need, rows = self._blocks_still_needed(request), self._canvas_tokens(request)
+            if need > free or rows > token_budget:
                 break
-            free, admitted = free - need, admitted + 1
+            free, token_budget, admitted = free - need, token_budget - rows, admitted + 1
         return admitted
 
     def _blocks_still_needed(self, request: Request) -> int:

@@ -17,9 +17,8 @@ alone and the others in flight never see it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 import random
+from typing import TYPE_CHECKING, Any
 
 import torch
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor

@@ -39,6 +39,14 @@ class ElasticWorkerMixin:
     def elastic_step_counts(self) -> list[dict]:
         return list(self.model_runner.step_counts)
 
+    def elastic_log_booking(self) -> None:
+        """From the next step on, record per step what the scheduler booked for each request
+        beside the rows its step computes; ``elastic_booking`` returns the record."""
+        self.model_runner.booking = []
+
+    def elastic_booking(self) -> list[dict]:
+        return list(self.model_runner.booking or [])
+
     def elastic_metrics_drain(self) -> dict | None:
         """Observations for the server's /metrics since the last call (``plugin/metrics.py``);
         None on ranks other than 0 (every TP rank makes the same decisions)."""

@@ -74,6 +74,8 @@ class DecodeState(Protocol):
 
     def plan(self) -> SeqPlan: ...
 
+    def next_rows(self) -> int: ...
+
     def advance(self, result: SeqResult) -> None: ...
 
     def result(self) -> DecodeResult: ...
@@ -185,6 +187,13 @@ class CanvasState:
     def step_bound(self) -> int:
         """The most steps the method takes on this canvas: one masked position filled per step."""
         return self.settings.gen_length
+
+    def next_rows(self) -> int:
+        """The token rows the next ``plan`` computes (all N here; 0 once done), known before it
+        runs and without changing the state: what an engine's scheduler books for the step. A
+        refresh adds rows at its layers only: a deferred one is booked when it is granted
+        (``RefreshCost``), an immediate one is decided inside the step."""
+        return 0 if self.done else self.canvas.length
 
     def end_step(self) -> None:
         """Count the step that ``advance`` just finished; at the bound, the decode is done."""

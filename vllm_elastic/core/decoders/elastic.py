@@ -64,13 +64,27 @@ class ElasticState(CanvasState):
         """Let the next ``plan`` run the pending refresh (no-op when none is pending)."""
         self._granted = self._pending_from < self.num_layers
 
+    def _window_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """The next step's window and its query rows (every row at step 0)."""
+        s = self.settings
+        window = policy.sliding_window(self.masked, s.window, s.block_caching)
+        if self.step == 0:
+            return window, self._all
+        return window, _ordered_union(self.tracked, self.newdec, window)
+
+    def next_rows(self) -> int:
+        if self.done:
+            return 0
+        if self.settings.refresh == "always":  # every layer recomputes all N rows
+            return self.canvas.length
+        return self._window_rows()[1].size
+
     def plan(self) -> SeqPlan:
         s = self.settings
-        self._window = policy.sliding_window(self.masked, s.window, s.block_caching)
+        self._window, rows = self._window_rows()
         if self.step == 0:
-            rows, refresh_from = self._all, 0
+            refresh_from = 0
         else:
-            rows = _ordered_union(self.tracked, self.newdec, self._window)
             refresh_from = 0 if s.refresh == "always" else self._take_granted_refresh()
         probe = Probe(
             window=self._window, tracked=self.tracked, still_masked=self.masked,

@@ -38,14 +38,21 @@ class FastDLLMState(NoDeferredRefresh, CanvasState):
         lo, hi = self.spans[self.block]
         return self.canvas.prompt_len + lo, self.canvas.prompt_len + hi
 
-    def plan(self) -> SeqPlan:
+    def _rows(self) -> tuple[np.ndarray, int]:
+        """The next step's rows and the layer its full recompute starts at (L: none)."""
         lo, hi = self._block_span()
         if self.cache is None or not self.block_started:
-            rows, refresh_from = self._all, 0
-        elif self.settings.cache == "prefix":
-            rows, refresh_from = self._all[lo:], self.num_layers
-        else:
-            rows, refresh_from = self._all[lo:hi], self.num_layers
+            return self._all, 0
+        if self.settings.cache == "prefix":
+            return self._all[lo:], self.num_layers
+        return self._all[lo:hi], self.num_layers
+
+    def next_rows(self) -> int:
+        return 0 if self.done else self._rows()[0].size
+
+    def plan(self) -> SeqPlan:
+        lo, hi = self._block_span()
+        rows, refresh_from = self._rows()
         c = self.canvas
         self._candidates = lo + np.flatnonzero(c.x[lo:hi] == c.mask_id)  # masked in the block
         return SeqPlan(
