@@ -43,6 +43,7 @@ from ..tasks import load_jsonl
 
 TASK_FILES = {"arith": "data/arith_test.jsonl", "code": "data/code_test.jsonl"}
 ENGINES = ("reference", "vllm", "server")
+PROMPT_ROOM = 512  # tokens: more than any held-out prompt of the task files (chat template included)
 
 
 def make_runner(args, concurrencies: list[int]):
@@ -53,7 +54,8 @@ def make_runner(args, concurrencies: list[int]):
         kwargs = _parallel(args)
         if args.refresh_budget is not None:
             kwargs["additional_config"] = {"elastic": {"refresh_budget": args.refresh_budget}}
-        return VLLMBench(args.model, max_num_seqs=max(concurrencies), **kwargs).run
+        canvas = args.gen_length + PROMPT_ROOM
+        return VLLMBench(args.model, max(concurrencies), canvas, **kwargs).run
     model, tokenizer = load(args.model)
 
     def run(problems, settings, concurrency, chat, desc):

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.engine == "vllm":
         from .vllm_engine import VLLMBench
 
-        bench = VLLMBench(args.model, max_num_seqs=max(batches))
+        bench = VLLMBench(args.model, max(batches), len(prompt) + args.gen_length)
 
         def count(settings, batch):
             return count_engine_step(bench, prompt, settings, batch)

@@ -40,7 +40,10 @@ def engine_rows(model_dir: str, prompts, methods, concurrencies, gen_length: int
 
     from ..plugin.stats import request_stats
 
-    llm = LLM(model=model_dir, dtype="float32", enforce_eager=True, max_num_seqs=max(concurrencies))
+    c = max(concurrencies)  # a step's budget fits c whole canvases (as ``VLLMBench`` sets it)
+    canvas = max(map(len, prompts)) + gen_length
+    llm = LLM(model=model_dir, dtype="float32", enforce_eager=True, max_num_seqs=c,
+              max_num_batched_tokens=c * canvas)
     rows = []
     for method in methods:
         params = SamplingParams(  # greedy, as the reference decoders (vLLM's default is 1.0)

@@ -46,7 +46,15 @@ def sampling_params(settings: DecodeSettings) -> Any:
 class VLLMBench:
     """A ``vllm.LLM`` on ``model_dir`` (float32, like the reference) and the tokenizer it uses."""
 
-    def __init__(self, model_dir: str, max_num_seqs: int, **engine_kwargs: Any) -> None:
+    def __init__(
+        self, model_dir: str, max_num_seqs: int, canvas: int | None = None, **engine_kwargs: Any
+    ) -> None:
+        """``canvas``: the longest canvas (prompt + max_tokens) of the runs; ``max_num_batched_tokens``
+        then fits every in-flight request's whole canvas in one step (a step's rows are what the
+        scheduler books, and a request's first step computes its whole canvas), as an operator
+        sets it for a batch of ``max_num_seqs``; otherwise vLLM's default bounds the batch."""
+        if canvas is not None:
+            engine_kwargs.setdefault("max_num_batched_tokens", max_num_seqs * canvas)
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", DEFAULT_CPU_KV_GIB)  # ignored on GPU
         from transformers import AutoTokenizer
         from vllm import LLM
