@@ -12,15 +12,21 @@ Prompt (the number of steps sets the function's length)::
 Answer::
 
     def calc(n):
+        # 1. add 3
         n = n + 3
+        # 2. if it is even, multiply by 2
         if n % 2 == 0:
             n = n * 2
+        # 3. repeat 4 times: subtract 1
         for _ in range(4):
             n = n - 1
+        # 4. negate it
         n = -n
         return n
 
-Each line is a local translation of one prompt line (no arithmetic to do). Scored pass@1 by running
+Each step is a comment that copies the prompt line with the next number (a copy that continues
+what the line started, the pattern attention learns first), then its code: a local translation of
+the comment right above it (no arithmetic to do), so no line needs to count which step it is on. Scored pass@1 by running
 the function on fixed inputs in the sandbox (``tasks/sandbox.py``); the expected outputs come from
 interpreting the steps, never from executing model output in this process.
 """
@@ -34,8 +40,8 @@ from .sandbox import run_tests
 FUNC_NAMES = ["f", "g", "h", "solve", "calc", "compute", "transform", "update", "value", "step"]
 ARG_NAMES = ["x", "n", "a", "v", "num", "val", "total", "count"]
 TEST_INPUTS = [-40, -7, -2, 0, 1, 3, 10, 25, 64, 99]
-# Steps per problem for each canvas (about 10 tokens a line of code).
-STEPS = {256: (2, 15), 512: (10, 32), 1024: (24, 60)}
+# Steps per problem for each canvas (about 27 tokens a step: its comment and its code).
+STEPS = {256: (2, 7), 512: (6, 15), 1024: (14, 31)}
 INDENT = "    "
 # kind: (prompt text, code lines). {v} the variable, {k} and {m} small constants.
 OPS = {
@@ -82,6 +88,7 @@ def make_problem(rng: random.Random, canvas: int = 256) -> dict:
     for i, (kind, k, m) in enumerate(steps, start=1):
         text, code = OPS[kind]
         lines.append(f"{i}. " + text.format(k=k, m=m))
+        body.append(f"{INDENT}# {lines[-1]}")
         body += [INDENT + c.format(v=var, k=k, m=m) for c in code]
     body.append(f"{INDENT}return {var}")
     head = (f"Write a Python function {fn}({var}) that starts from the integer {var}, applies these "

@@ -9,13 +9,16 @@ Prompt (the number of steps sets the answer's length)::
 
 Answer::
 
-    Step 1: 47 + 5 = 52
-    Step 2: 52 - 8 = 44
+    Step 1: She buys 5 more apples. 47 + 5 = 52
+    Step 2: She gives 8 apples to Bob. 52 - 8 = 44
     The answer is 44.
 
-Each line is a local step a small model can learn: the step number and the operand are copied from the
-prompt line with the same number, the left operand from the line above, and the result adds or
-subtracts one digit (1..9) from a total that stays in 0..99. Only the final number is scored.
+Each line is a local step a small model can learn: it starts with a copy of the prompt line with the
+same number (a copy that continues what the line started, the pattern attention learns first),
+then takes the sign from that sentence's verb and the operand from its number, the left operand
+from the line above, and the result adds or subtracts one digit (1..9) from a total that stays in
+0..99. Nothing on a line needs a look-up of a distant fact beyond the copy. Only the final number
+is scored.
 """
 
 from __future__ import annotations
@@ -32,9 +35,9 @@ ITEMS = ["apples", "pens", "books", "coins", "cards", "eggs", "balls", "cookies"
 ADD_VERBS = ["{p} buys {b} more {i}.", "{p} finds {b} {i}.", "{o} gives {q} {b} {i}."]
 SUB_VERBS = ["{p} gives {b} {i} to {o}.", "{p} loses {b} {i}.", "{p} sells {b} {i}."]
 MAX_TOTAL, MAX_OPERAND = 99, 9
-# Steps per problem for each canvas: the working (about 12 tokens a line) fills a quarter to
-# four fifths of the canvas, so the canvas is what bounds the answer, not the model's habit.
-STEPS = {256: (2, 15), 512: (8, 30), 1024: (20, 48)}
+# Steps per problem for each canvas: the working (about 22 tokens a line) fills a fifth to nine
+# tenths of the canvas, so the canvas is what bounds the answer, not the model's habit.
+STEPS = {256: (2, 9), 512: (6, 20), 1024: (16, 40)}
 ANSWER_PREFIX = "The answer is"
 
 
@@ -56,9 +59,10 @@ def make_problem(rng: random.Random, canvas: int = 256) -> dict:
     for step in range(1, rng.randint(*STEPS[canvas]) + 1):
         op, b = _operation(rng, total)
         verb = rng.choice(ADD_VERBS if op == "+" else SUB_VERBS)
-        prompt.append(f"Step {step}: " + verb.format(p=pron, q=obj, o=other, b=b, i=item))
+        sentence = verb.format(p=pron, q=obj, o=other, b=b, i=item)
+        prompt.append(f"Step {step}: {sentence}")
         new = total + b if op == "+" else total - b
-        working.append(f"Step {step}: {total} {op} {b} = {new}")
+        working.append(f"Step {step}: {sentence} {total} {op} {b} = {new}")
         total = new
     prompt.append(f"How many {item} does {name} have at the end?")
     response = "\n".join(working + [f"{ANSWER_PREFIX} {total}."])
