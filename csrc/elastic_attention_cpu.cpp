@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "elastic_attention.h"
-#include "elastic_attention_cpu_kernels.h"
+#include "elastic_attention_cpu_run.h"
 
 namespace vllm_elastic {
 

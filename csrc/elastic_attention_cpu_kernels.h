@@ -7,13 +7,17 @@
 // gather per chunk; it gathers each chunk of kKeyChunk keys/values once (converted to float, keys
 // transposed to [dh][kKeyChunk] so that the score loop runs over contiguous keys and vectorises
 // without reassociation), then updates an online softmax (max m, sum l, output acc) for every
-// (row, query head of the group). The same routine gives (m, l) of prev_q over the old keys.
+// (row, query head of the group). The same routine gives (m, l) of prev_q over the old keys. A
+// sequence with many query rows (kGemmMinQueries per kv head) instead runs pass 1 as two GEMMs per
+// kv head over its gathered keys and values (pass1_gemm): the loops reach about a sixth of a GEMM's
+// speed there.
 // Pass 2 (statistics): a work item is one chunk of keys of one sequence; it recomputes the scores
 // of the window and tracked rows over its keys, normalises them with the final (m, l) and owns the
 // mass / head-mode drift of its keys, so there are no races; key-mode partial sums go to a
 // per-chunk buffer reduced at the end.
 #pragma once
 
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -235,12 +239,64 @@ void pass1_tile(const Batch<scalar_t>& b, const SeqWork<scalar_t>& s, const floa
   }
 }
 
+// Pass 1 of all the rows of sequence s for kv head g with two GEMMs (scores = Q K^T, output = P V)
+// over its gathered keys and values: for sequences with many rows, where the loops of pass1_tile
+// reach a fraction of a GEMM's speed. The same m, l and output as pass1_tile up to rounding.
+template <typename scalar_t>
+void pass1_gemm(const Batch<scalar_t>& b, const SeqWork<scalar_t>& s, int64_t g, float* m_out,
+                float* l_out, scalar_t* out) {
+  const int64_t dh = b.dh, H = b.H, G = b.G, n = s.n, nq = s.rows * G;
+  std::vector<float> q(nq * dh), k(n * dh), v(n * dh), sc(nq * n), o(nq * dh);
+  for (int64_t i = 0; i < nq; ++i) {  // query i: row i / G, head g * G + i % G
+    const float* src = b.qs + ((s.row0 + i / G) * H + g * G + i % G) * dh;
+    std::copy(src, src + dh, q.data() + i * dh);
+  }
+  for (int64_t p = 0; p < n; ++p) {
+    const scalar_t* ks = s.kv.key(p, g, /*current=*/true);
+    const scalar_t* vs = s.kv.value(p, g);
+    for (int64_t d = 0; d < dh; ++d) {
+      k[p * dh + d] = static_cast<float>(ks[d]);
+      v[p * dh + d] = static_cast<float>(vs[d]);
+    }
+  }
+  const auto f32 = at::TensorOptions().dtype(at::kFloat);
+  at::Tensor scores = at::from_blob(sc.data(), {nq, n}, f32);  // [nq, n]
+  at::mm_out(scores, at::from_blob(q.data(), {nq, dh}, f32), at::from_blob(k.data(), {n, dh}, f32).t());
+  std::vector<float> m(nq), l(nq);
+  for (int64_t i = 0; i < nq; ++i) {  // scores -> unnormalised probabilities, in place
+    float* row = sc.data() + i * n;
+    float mi = kNegInf;
+    for (int64_t j = 0; j < n; ++j) mi = std::max(mi, row[j]);
+    float li = 0.f;
+    for (int64_t j = 0; j < n; ++j) row[j] = exp_nonpos(row[j] - mi);  // vectorised
+    for (int64_t j = 0; j < n; ++j) li += row[j];
+    m[i] = mi;
+    l[i] = li;
+  }
+  at::Tensor acc = at::from_blob(o.data(), {nq, dh}, f32);  // [nq, dh]
+  at::mm_out(acc, scores, at::from_blob(v.data(), {n, dh}, f32));
+  for (int64_t i = 0; i < nq; ++i) {
+    const int64_t qi = (s.row0 + i / G) * H + g * G + i % G;
+    m_out[qi] = m[i];
+    l_out[qi] = l[i];
+    const float inv_l = 1.f / l[i];
+    for (int64_t d = 0; d < dh; ++d) out[qi * dh + d] = static_cast<scalar_t>(o[i * dh + d] * inv_l);
+  }
+}
+
+// A sequence takes the GEMM path of pass 1 when it has at least this many query vectors per kv
+// head. The choice depends on the sequence alone, never on its neighbours in the batch, so that a
+// request's arithmetic is the same alone and batched.
+constexpr int64_t kGemmMinQueries = 64;
+
 // Pass 1 of every sequence: its packed rows over the current keys (current, into out) or its
-// prev_q rows over the old keys; parallel over (sequence, kv head, row tile).
+// prev_q rows over the old keys; parallel over (sequence, kv head, row tile), a tile of all its
+// rows on the GEMM path.
 template <typename scalar_t>
 void pass1(const Batch<scalar_t>& b, bool current, float* m, float* l, scalar_t* out) {
   struct Tile {
     int64_t seq, g, r0, r1;
+    bool gemm;
   };
   int64_t total = 0;
   for (const auto& s : b.seqs) total += current ? s.rows : s.prev_rows;
@@ -251,127 +307,27 @@ void pass1(const Batch<scalar_t>& b, bool current, float* m, float* l, scalar_t*
   for (int64_t i = 0; i < static_cast<int64_t>(b.seqs.size()); ++i) {
     const auto& s = b.seqs[i];
     const int64_t lo = current ? s.row0 : s.prev0, hi = lo + (current ? s.rows : s.prev_rows);
+    const bool gemm = current && out != nullptr && s.rows * b.G >= kGemmMinQueries;
     for (int64_t g = 0; g < b.Hkv; ++g) {
+      if (gemm) {
+        tiles.push_back({i, g, lo, hi, true});
+        continue;
+      }
       for (int64_t r0 = lo; r0 < hi; r0 += tile_rows)
-        tiles.push_back({i, g, r0, std::min(hi, r0 + tile_rows)});
+        tiles.push_back({i, g, r0, std::min(hi, r0 + tile_rows), false});
     }
   }
   const float* qrows = current ? b.qs : b.ps;
   at::parallel_for(0, static_cast<int64_t>(tiles.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const Tile& t = tiles[i];
-      pass1_tile(b, b.seqs[t.seq], qrows, current, t.r0, t.r1, t.g, m, l, out);
-    }
-  });
-}
-
-// Normalised final (m, l) per query vector: p = exp(s - m) * inv_l.
-struct SoftmaxStats {
-  const float* m;
-  const float* l;
-};
-
-// Pass 2 over key chunk c of sequence s: mass of its keys, the head-mode drift columns of its keys
-// and the key-mode partial sums part[s.part0 + ((c * H + h) * tracked + t) * 3] = (a.b, a.a, b.b).
-template <typename scalar_t>
-void pass2_chunk(const Batch<scalar_t>& b, const SeqWork<scalar_t>& s, int64_t c, SoftmaxStats now,
-                 SoftmaxStats prev, double* part) {
-  const int64_t dh = b.dh, H = b.H, p0 = c * kKeyChunk, kc = std::min(kKeyChunk, s.n - p0);
-  const int64_t nt = static_cast<int64_t>(s.tracked.size());
-  std::vector<float> kt(dh * kKeyChunk), kt_old(nt ? dh * kKeyChunk : 0);
-  float mass_acc[kKeyChunk] = {};
-  float sb[kKeyChunk], sa[kKeyChunk];
-  for (int64_t g = 0; g < b.Hkv; ++g) {
-    gather_keys(s.kv, true, p0, kc, g, kt.data());
-    if (nt) gather_keys(s.kv, false, p0, kc, g, kt_old.data());
-    for (int64_t h = g * b.G; h < (g + 1) * b.G; ++h) {
-      for (const int64_t row : s.window) {
-        const int64_t qi = row * H + h;
-        chunk_scores(b.qs + qi * dh, kt.data(), dh, kc, sb);
-        const float inv_l = 1.f / now.l[qi];
-        for (int64_t j = 0; j < kc; ++j) mass_acc[j] += exp_nonpos(sb[j] - now.m[qi]) * inv_l;
-      }
-      for (int64_t t = 0; t < nt; ++t) {
-        const int64_t qi = s.tracked[t] * H + h, pi = (s.prev0 + s.slots[t]) * H + h;
-        chunk_scores(b.qs + qi * dh, kt.data(), dh, kc, sb);
-        chunk_scores(b.ps + pi * dh, kt_old.data(), dh, kc, sa);
-        const float inv_l = 1.f / now.l[qi], inv_lp = 1.f / prev.l[pi];
-        float* heads = s.heads ? s.heads + s.slots[t] * b.hk + p0 : nullptr;
-        double ab = 0, aa = 0, bb = 0;
-        for (int64_t j = 0; j < kc; ++j) {
-          const float bj = exp_nonpos(sb[j] - now.m[qi]) * inv_l;
-          const float aj = exp_nonpos(sa[j] - prev.m[pi]) * inv_lp;
-          if (heads) {
-            heads[j] += aj * bj;
-            heads[b.hc + j] += aj * aj;
-            heads[2 * b.hc + j] += bj * bj;
-          }
-          ab += aj * bj;
-          aa += aj * aj;
-          bb += bj * bj;
-        }
-        if (part == nullptr) continue;
-        double* dst = part + s.part0 + ((c * H + h) * nt + t) * 3;
-        dst[0] = ab;
-        dst[1] = aa;
-        dst[2] = bb;
+      if (t.gemm) {
+        pass1_gemm(b, b.seqs[t.seq], t.g, m, l, out);
+      } else {
+        pass1_tile(b, b.seqs[t.seq], qrows, current, t.r0, t.r1, t.g, m, l, out);
       }
     }
-  }
-  for (int64_t j = 0; j < kc; ++j) s.mass[p0 + j] = mass_acc[j];
-}
-
-// Key mode of sequence s: keys = (sum over (head, tracked row) of their cosine over the keys,
-// their count) from the per-chunk partial sums.
-template <typename scalar_t>
-void reduce_key_mode(const Batch<scalar_t>& b, const SeqWork<scalar_t>& s, const double* part) {
-  const int64_t nt = static_cast<int64_t>(s.tracked.size()), chunks = s.chunks();
-  double total = 0;
-  for (int64_t ht = 0; ht < b.H * nt; ++ht) {
-    double ab = 0, aa = 0, bb = 0;
-    for (int64_t c = 0; c < chunks; ++c) {
-      const double* src = part + s.part0 + (c * b.H * nt + ht) * 3;
-      ab += src[0];
-      aa += src[1];
-      bb += src[2];
-    }
-    const double na = std::max(std::sqrt(aa), static_cast<double>(kNormEps));
-    const double nb = std::max(std::sqrt(bb), static_cast<double>(kNormEps));
-    total += ab / (na * nb);
-  }
-  s.keys[0] = static_cast<float>(total);
-  s.keys[b.kr] = static_cast<float>(b.H * nt);
-}
-
-// Runs both passes. T: packed rows, slots: prev_q rows. out: [T, H, dh]; every SeqWork::mass,
-// heads and keys must be zeroed by the caller (pass 2 skips sequences without statistics).
-template <typename scalar_t>
-void run(Batch<scalar_t>& b, int64_t T, int64_t slots, scalar_t* out) {
-  std::vector<float> m_now(T * b.H), l_now(T * b.H), m_prev(slots * b.H), l_prev(slots * b.H);
-  pass1(b, /*current=*/true, m_now.data(), l_now.data(), out);
-  if (b.ps) pass1<scalar_t>(b, /*current=*/false, m_prev.data(), l_prev.data(), nullptr);
-  std::vector<std::pair<int64_t, int64_t>> items;  // (sequence, key chunk)
-  int64_t part_size = 0;
-  for (int64_t i = 0; i < static_cast<int64_t>(b.seqs.size()); ++i) {
-    auto& s = b.seqs[i];
-    if (!s.has_stats()) continue;
-    for (int64_t c = 0; c < s.chunks(); ++c) items.emplace_back(i, c);
-    if (s.keys == nullptr || s.tracked.empty()) continue;
-    s.part0 = part_size;
-    part_size += s.chunks() * b.H * static_cast<int64_t>(s.tracked.size()) * 3;
-  }
-  std::vector<double> part(part_size);
-  const SoftmaxStats now{m_now.data(), l_now.data()}, prev{m_prev.data(), l_prev.data()};
-  at::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const auto& s = b.seqs[items[i].first];
-      double* p = s.keys != nullptr && !s.tracked.empty() ? part.data() : nullptr;
-      pass2_chunk(b, s, items[i].second, now, prev, p);
-    }
   });
-  for (const auto& s : b.seqs) {
-    if (s.keys != nullptr && !s.tracked.empty()) reduce_key_mode(b, s, part.data());
-  }
 }
 
 }  // namespace cpu

@@ -73,6 +73,9 @@ CASES = [
     Case("all_full_no_cache", (20, 24), (20, 24), (False, False), (5, 0), (0, 0), H=4, Hkv=4),
     Case("no_cache_partial", (30, 26), (10, 26), (False, True), (2, 3), (1, 2)),
     Case("seq_without_rows", (40, 16, 45), (0, 4, 7), (True,) * 3, (0, 2, 3), (0, 1, 2)),
+    # >= 64 query vectors per kv head: the GEMM path of pass 1, beside a loop-path sequence
+    Case("gemm_rows_mha", (120, 90, 40), (80, 90, 6), (True, False, True), (8, 4, 2), (2, 0, 1),
+         H=4, Hkv=4),
     Case(
         "many_seqs_mqa",
         (64, 9, 33, 128, 1, 50),
