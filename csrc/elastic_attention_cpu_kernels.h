@@ -8,9 +8,10 @@
 // transposed to [dh][kKeyChunk] so that the score loop runs over contiguous keys and vectorises
 // without reassociation), then updates an online softmax (max m, sum l, output acc) for every
 // (row, query head of the group). The same routine gives (m, l) of prev_q over the old keys. A
-// sequence with many query rows (kGemmMinQueries per kv head) instead runs pass 1 as two GEMMs per
-// kv head over its gathered keys and values (pass1_gemm): the loops reach about a sixth of a GEMM's
-// speed there.
+// sequence with many query rows (kGemmMinQueries per kv head) instead runs both passes as GEMMs
+// over its gathered keys and values (gemm_seq in elastic_attention_cpu_run.h): the loops reach
+// about a sixth of a GEMM's speed there, and its statistics come from the probabilities pass 1
+// already has instead of recomputed scores.
 // Pass 2 (statistics): a work item is one chunk of keys of one sequence; it recomputes the scores
 // of the window and tracked rows over its keys, normalises them with the final (m, l) and owns the
 // mass / head-mode drift of its keys, so there are no races; key-mode partial sums go to a
@@ -239,93 +240,47 @@ void pass1_tile(const Batch<scalar_t>& b, const SeqWork<scalar_t>& s, const floa
   }
 }
 
-// Pass 1 of all the rows of sequence s for kv head g with two GEMMs (scores = Q K^T, output = P V)
-// over its gathered keys and values: for sequences with many rows, where the loops of pass1_tile
-// reach a fraction of a GEMM's speed. The same m, l and output as pass1_tile up to rounding.
-template <typename scalar_t>
-void pass1_gemm(const Batch<scalar_t>& b, const SeqWork<scalar_t>& s, int64_t g, float* m_out,
-                float* l_out, scalar_t* out) {
-  const int64_t dh = b.dh, H = b.H, G = b.G, n = s.n, nq = s.rows * G;
-  std::vector<float> q(nq * dh), k(n * dh), v(n * dh), sc(nq * n), o(nq * dh);
-  for (int64_t i = 0; i < nq; ++i) {  // query i: row i / G, head g * G + i % G
-    const float* src = b.qs + ((s.row0 + i / G) * H + g * G + i % G) * dh;
-    std::copy(src, src + dh, q.data() + i * dh);
-  }
-  for (int64_t p = 0; p < n; ++p) {
-    const scalar_t* ks = s.kv.key(p, g, /*current=*/true);
-    const scalar_t* vs = s.kv.value(p, g);
-    for (int64_t d = 0; d < dh; ++d) {
-      k[p * dh + d] = static_cast<float>(ks[d]);
-      v[p * dh + d] = static_cast<float>(vs[d]);
-    }
-  }
-  const auto f32 = at::TensorOptions().dtype(at::kFloat);
-  at::Tensor scores = at::from_blob(sc.data(), {nq, n}, f32);  // [nq, n]
-  at::mm_out(scores, at::from_blob(q.data(), {nq, dh}, f32), at::from_blob(k.data(), {n, dh}, f32).t());
-  std::vector<float> m(nq), l(nq);
-  for (int64_t i = 0; i < nq; ++i) {  // scores -> unnormalised probabilities, in place
-    float* row = sc.data() + i * n;
-    float mi = kNegInf;
-    for (int64_t j = 0; j < n; ++j) mi = std::max(mi, row[j]);
-    float li = 0.f;
-    for (int64_t j = 0; j < n; ++j) row[j] = exp_nonpos(row[j] - mi);  // vectorised
-    for (int64_t j = 0; j < n; ++j) li += row[j];
-    m[i] = mi;
-    l[i] = li;
-  }
-  at::Tensor acc = at::from_blob(o.data(), {nq, dh}, f32);  // [nq, dh]
-  at::mm_out(acc, scores, at::from_blob(v.data(), {n, dh}, f32));
-  for (int64_t i = 0; i < nq; ++i) {
-    const int64_t qi = (s.row0 + i / G) * H + g * G + i % G;
-    m_out[qi] = m[i];
-    l_out[qi] = l[i];
-    const float inv_l = 1.f / l[i];
-    for (int64_t d = 0; d < dh; ++d) out[qi * dh + d] = static_cast<scalar_t>(o[i * dh + d] * inv_l);
-  }
-}
-
-// A sequence takes the GEMM path of pass 1 when it has at least this many query vectors per kv
-// head. The choice depends on the sequence alone, never on its neighbours in the batch, so that a
-// request's arithmetic is the same alone and batched.
+// A sequence with at least this many query vectors per kv head runs both passes as GEMMs over its
+// gathered keys and values (gemm_seq, elastic_attention_cpu_run.h). The choice depends on the
+// sequence alone, never on its neighbours in the batch, so that a request's arithmetic is the same
+// alone and batched. Below it the GEMMs' fixed cost per call (three ATen calls per kv head) eats
+// the gain: an elastic step of 16 sequences of about 35 rows took 9.9 ms per layer that way
+// against 7.3 ms with the loops, while 16 fastdllm sequences of about 256 rows took 31 against 43.
 constexpr int64_t kGemmMinQueries = 64;
 
-// Pass 1 of every sequence: its packed rows over the current keys (current, into out) or its
-// prev_q rows over the old keys; parallel over (sequence, kv head, row tile), a tile of all its
-// rows on the GEMM path.
+template <typename scalar_t>
+bool uses_gemm(const Batch<scalar_t>& b, const SeqWork<scalar_t>& s) {
+  return s.rows * b.G >= kGemmMinQueries;
+}
+
+// Pass 1 of every sequence not on the GEMM path: its packed rows over the current keys (current,
+// into out) or its prev_q rows over the old keys; parallel over (sequence, kv head, row tile).
 template <typename scalar_t>
 void pass1(const Batch<scalar_t>& b, bool current, float* m, float* l, scalar_t* out) {
   struct Tile {
     int64_t seq, g, r0, r1;
-    bool gemm;
   };
+  auto skip = [&](const SeqWork<scalar_t>& s) { return current && uses_gemm(b, s); };
   int64_t total = 0;
-  for (const auto& s : b.seqs) total += current ? s.rows : s.prev_rows;
+  for (const auto& s : b.seqs) total += skip(s) ? 0 : current ? s.rows : s.prev_rows;
   if (total == 0) return;
   const int64_t want = kItemsPerThread * at::get_num_threads();
   const int64_t tile_rows = std::max<int64_t>(1, (total * b.Hkv + want - 1) / want);
   std::vector<Tile> tiles;
   for (int64_t i = 0; i < static_cast<int64_t>(b.seqs.size()); ++i) {
     const auto& s = b.seqs[i];
+    if (skip(s)) continue;
     const int64_t lo = current ? s.row0 : s.prev0, hi = lo + (current ? s.rows : s.prev_rows);
-    const bool gemm = current && out != nullptr && s.rows * b.G >= kGemmMinQueries;
     for (int64_t g = 0; g < b.Hkv; ++g) {
-      if (gemm) {
-        tiles.push_back({i, g, lo, hi, true});
-        continue;
-      }
       for (int64_t r0 = lo; r0 < hi; r0 += tile_rows)
-        tiles.push_back({i, g, r0, std::min(hi, r0 + tile_rows), false});
+        tiles.push_back({i, g, r0, std::min(hi, r0 + tile_rows)});
     }
   }
   const float* qrows = current ? b.qs : b.ps;
   at::parallel_for(0, static_cast<int64_t>(tiles.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const Tile& t = tiles[i];
-      if (t.gemm) {
-        pass1_gemm(b, b.seqs[t.seq], t.g, m, l, out);
-      } else {
-        pass1_tile(b, b.seqs[t.seq], qrows, current, t.r0, t.r1, t.g, m, l, out);
-      }
+      pass1_tile(b, b.seqs[t.seq], qrows, current, t.r0, t.r1, t.g, m, l, out);
     }
   });
 }

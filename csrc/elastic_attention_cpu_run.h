@@ -1,5 +1,6 @@
-// Pass 2 of the CPU kernels (the statistics) and run(), which runs both passes; pass 1 and the
-// shared pieces are in elastic_attention_cpu_kernels.h (its header comment describes both passes).
+// Pass 2 of the CPU kernels (the statistics), the GEMM path of a sequence with many rows (both
+// passes), and run(), which runs them all; pass 1 and the shared pieces are in
+// elastic_attention_cpu_kernels.h (its header comment describes the passes).
 #pragma once
 
 #include "elastic_attention_cpu_kernels.h"
@@ -85,25 +86,145 @@ void reduce_key_mode(const Batch<scalar_t>& b, const SeqWork<scalar_t>& s, const
   s.keys[b.kr] = static_cast<float>(b.H * nt);
 }
 
+// A row-major float matrix [rows, cols] as a tensor that views buffer (no copy).
+inline at::Tensor view(std::vector<float>& buffer, int64_t rows, int64_t cols) {
+  return at::from_blob(buffer.data(), {rows, cols}, at::TensorOptions().dtype(at::kFloat));
+}
+
+// Both passes of sequence s with GEMMs, one kv head g at a time over its gathered keys and values:
+// scores = Q K^T over its query vectors (row r, head h of the group at r * G + h - g G), then the
+// unnormalised probabilities p in place, (m, l), the output p V / l, and the statistics from p:
+// the window rows' mass and, for the tracked rows, b = p / l beside a = the previous queries'
+// probabilities over the old keys (one more GEMM). The same results as pass1_tile and pass2_chunk
+// up to rounding. One work item owns the whole sequence, so its outputs need no synchronisation.
+template <typename scalar_t>
+void gemm_seq(const Batch<scalar_t>& b, const SeqWork<scalar_t>& s, SoftmaxStats prev,
+              float* m_out, float* l_out, scalar_t* out) {
+  const int64_t dh = b.dh, H = b.H, G = b.G, n = s.n, nq = s.rows * G;
+  const int64_t nt = static_cast<int64_t>(s.tracked.size()), na = nt * G;
+  std::vector<float> q(nq * dh), k(n * dh), v(n * dh), p(nq * n), o(nq * dh), l(nq);
+  std::vector<float> qa(na * dh), ka(nt ? n * dh : 0), pa(na * n), mass(n, 0.f);
+  std::vector<double> ab(H * nt), aa(H * nt), bb(H * nt);
+  for (int64_t g = 0; g < b.Hkv; ++g) {
+    for (int64_t i = 0; i < nq; ++i) {
+      const float* src = b.qs + ((s.row0 + i / G) * H + g * G + i % G) * dh;
+      std::copy(src, src + dh, q.data() + i * dh);
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      const scalar_t* ks = s.kv.key(j, g, /*current=*/true);
+      const scalar_t* vs = s.kv.value(j, g);
+      for (int64_t d = 0; d < dh; ++d) {
+        k[j * dh + d] = static_cast<float>(ks[d]);
+        v[j * dh + d] = static_cast<float>(vs[d]);
+      }
+    }
+    at::Tensor scores = view(p, nq, n);  // [nq, n]
+    at::mm_out(scores, view(q, nq, dh), view(k, n, dh).t());
+    for (int64_t i = 0; i < nq; ++i) {  // scores -> exp(s - m), in place
+      float* row = p.data() + i * n;
+      float mi = kNegInf, li = 0.f;
+      for (int64_t j = 0; j < n; ++j) mi = std::max(mi, row[j]);
+      for (int64_t j = 0; j < n; ++j) row[j] = exp_nonpos(row[j] - mi);  // vectorised
+      for (int64_t j = 0; j < n; ++j) li += row[j];
+      const int64_t qi = (s.row0 + i / G) * H + g * G + i % G;
+      m_out[qi] = mi;
+      l_out[qi] = l[i] = li;
+    }
+    at::Tensor unnormalised = view(o, nq, dh);  // [nq, dh]
+    at::mm_out(unnormalised, scores, view(v, n, dh));
+    for (int64_t i = 0; i < nq; ++i) {
+      const int64_t qi = (s.row0 + i / G) * H + g * G + i % G;
+      const float inv_l = 1.f / l[i];
+      for (int64_t d = 0; d < dh; ++d)
+        out[qi * dh + d] = static_cast<scalar_t>(o[i * dh + d] * inv_l);
+    }
+    for (const int64_t row : s.window) {
+      for (int64_t hg = 0; hg < G; ++hg) {
+        const int64_t i = (row - s.row0) * G + hg;
+        const float inv_l = 1.f / l[i];
+        const float* pi = p.data() + i * n;
+        for (int64_t j = 0; j < n; ++j) mass[j] += pi[j] * inv_l;
+      }
+    }
+    if (nt == 0) continue;
+    for (int64_t t = 0; t < nt; ++t) {
+      for (int64_t hg = 0; hg < G; ++hg) {
+        const float* src = b.ps + ((s.prev0 + s.slots[t]) * H + g * G + hg) * dh;
+        std::copy(src, src + dh, qa.data() + (t * G + hg) * dh);
+      }
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      const scalar_t* ks = s.kv.key(j, g, /*current=*/false);
+      for (int64_t d = 0; d < dh; ++d) ka[j * dh + d] = static_cast<float>(ks[d]);
+    }
+    at::Tensor before = view(pa, na, n);  // previous scores [na, n]
+    at::mm_out(before, view(qa, na, dh), view(ka, n, dh).t());
+    for (int64_t t = 0; t < nt; ++t) {
+      for (int64_t hg = 0; hg < G; ++hg) {
+        const int64_t h = g * G + hg, pi = (s.prev0 + s.slots[t]) * H + h;
+        const int64_t i = (s.tracked[t] - s.row0) * G + hg;
+        const float inv_l = 1.f / l[i], inv_lp = 1.f / prev.l[pi];
+        const float* now = p.data() + i * n;
+        const float* prev_p = pa.data() + (t * G + hg) * n;
+        float* heads = s.heads ? s.heads + s.slots[t] * b.hk : nullptr;
+        double sab = 0, saa = 0, sbb = 0;
+        for (int64_t j = 0; j < n; ++j) {
+          const float bj = now[j] * inv_l;
+          const float aj = exp_nonpos(prev_p[j] - prev.m[pi]) * inv_lp;
+          if (heads) {
+            heads[j] += aj * bj;
+            heads[b.hc + j] += aj * aj;
+            heads[2 * b.hc + j] += bj * bj;
+          }
+          sab += aj * bj;
+          saa += aj * aj;
+          sbb += bj * bj;
+        }
+        ab[h * nt + t] = sab;
+        aa[h * nt + t] = saa;
+        bb[h * nt + t] = sbb;
+      }
+    }
+  }
+  if (!s.window.empty() || nt) std::copy(mass.begin(), mass.end(), s.mass);
+  if (s.keys == nullptr || nt == 0) return;
+  double total = 0;  // key mode: the cosine of each (head, tracked row) over the keys, summed
+  for (int64_t ht = 0; ht < H * nt; ++ht) {
+    const double norm_a = std::max(std::sqrt(aa[ht]), static_cast<double>(kNormEps));
+    const double norm_b = std::max(std::sqrt(bb[ht]), static_cast<double>(kNormEps));
+    total += ab[ht] / (norm_a * norm_b);
+  }
+  s.keys[0] = static_cast<float>(total);
+  s.keys[b.kr] = static_cast<float>(H * nt);
+}
+
 // Runs both passes. T: packed rows, slots: prev_q rows. out: [T, H, dh]; every SeqWork::mass,
 // heads and keys must be zeroed by the caller (pass 2 skips sequences without statistics).
 template <typename scalar_t>
 void run(Batch<scalar_t>& b, int64_t T, int64_t slots, scalar_t* out) {
   std::vector<float> m_now(T * b.H), l_now(T * b.H), m_prev(slots * b.H), l_prev(slots * b.H);
-  pass1(b, /*current=*/true, m_now.data(), l_now.data(), out);
   if (b.ps) pass1<scalar_t>(b, /*current=*/false, m_prev.data(), l_prev.data(), nullptr);
+  pass1(b, /*current=*/true, m_now.data(), l_now.data(), out);
+  const SoftmaxStats now{m_now.data(), l_now.data()}, prev{m_prev.data(), l_prev.data()};
+  std::vector<int64_t> gemm;  // sequences on the GEMM path: both passes in one item each
+  for (int64_t i = 0; i < static_cast<int64_t>(b.seqs.size()); ++i) {
+    if (uses_gemm(b, b.seqs[i])) gemm.push_back(i);
+  }
+  at::parallel_for(0, static_cast<int64_t>(gemm.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i)
+      gemm_seq(b, b.seqs[gemm[i]], prev, m_now.data(), l_now.data(), out);
+  });
   std::vector<std::pair<int64_t, int64_t>> items;  // (sequence, key chunk)
   int64_t part_size = 0;
   for (int64_t i = 0; i < static_cast<int64_t>(b.seqs.size()); ++i) {
     auto& s = b.seqs[i];
-    if (!s.has_stats()) continue;
+    if (!s.has_stats() || uses_gemm(b, s)) continue;
     for (int64_t c = 0; c < s.chunks(); ++c) items.emplace_back(i, c);
     if (s.keys == nullptr || s.tracked.empty()) continue;
     s.part0 = part_size;
     part_size += s.chunks() * b.H * static_cast<int64_t>(s.tracked.size()) * 3;
   }
   std::vector<double> part(part_size);
-  const SoftmaxStats now{m_now.data(), l_now.data()}, prev{m_prev.data(), l_prev.data()};
   at::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const auto& s = b.seqs[items[i].first];
@@ -112,7 +233,8 @@ void run(Batch<scalar_t>& b, int64_t T, int64_t slots, scalar_t* out) {
     }
   });
   for (const auto& s : b.seqs) {
-    if (s.keys != nullptr && !s.tracked.empty()) reduce_key_mode(b, s, part.data());
+    if (s.keys != nullptr && !s.tracked.empty() && !uses_gemm(b, s))
+      reduce_key_mode(b, s, part.data());
   }
 }
 
