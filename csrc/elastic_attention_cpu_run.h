@@ -14,6 +14,20 @@ struct SoftmaxStats {
   const float* l;
 };
 
+// One key j of one (head, tracked row): a = its previous probability, b = its current one. Adds
+// (a.b, a.a, b.b) to the head-mode columns (when kept: heads[c * hc + j]) and the key-mode sums.
+inline void add_drift(float* heads, int64_t hc, int64_t j, float aj, float bj, double& ab,
+                      double& aa, double& bb) {
+  if (heads) {
+    heads[j] += aj * bj;
+    heads[hc + j] += aj * aj;
+    heads[2 * hc + j] += bj * bj;
+  }
+  ab += aj * bj;
+  aa += aj * aj;
+  bb += bj * bj;
+}
+
 // Pass 2 over key chunk c of sequence s: mass of its keys, the head-mode drift columns of its keys
 // and the key-mode partial sums part[s.part0 + ((c * H + h) * tracked + t) * 3] = (a.b, a.a, b.b).
 template <typename scalar_t>
@@ -44,14 +58,7 @@ void pass2_chunk(const Batch<scalar_t>& b, const SeqWork<scalar_t>& s, int64_t c
         for (int64_t j = 0; j < kc; ++j) {
           const float bj = exp_nonpos(sb[j] - now.m[qi]) * inv_l;
           const float aj = exp_nonpos(sa[j] - prev.m[pi]) * inv_lp;
-          if (heads) {
-            heads[j] += aj * bj;
-            heads[b.hc + j] += aj * aj;
-            heads[2 * b.hc + j] += bj * bj;
-          }
-          ab += aj * bj;
-          aa += aj * aj;
-          bb += bj * bj;
+          add_drift(heads, b.hc, j, aj, bj, ab, aa, bb);
         }
         if (part == nullptr) continue;
         double* dst = part + s.part0 + ((c * H + h) * nt + t) * 3;
@@ -171,14 +178,7 @@ void gemm_seq(const Batch<scalar_t>& b, const SeqWork<scalar_t>& s, SoftmaxStats
         for (int64_t j = 0; j < n; ++j) {
           const float bj = now[j] * inv_l;
           const float aj = exp_nonpos(prev_p[j] - prev.m[pi]) * inv_lp;
-          if (heads) {
-            heads[j] += aj * bj;
-            heads[b.hc + j] += aj * aj;
-            heads[2 * b.hc + j] += bj * bj;
-          }
-          sab += aj * bj;
-          saa += aj * aj;
-          sbb += bj * bj;
+          add_drift(heads, b.hc, j, aj, bj, sab, saa, sbb);
         }
         ab[h * nt + t] = sab;
         aa[h * nt + t] = saa;
