@@ -164,3 +164,14 @@ def _halves(kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     raise NotImplementedError(
         f"paged caches need vLLM's CPU or FlashAttention page layout, got {tuple(kv.shape)}"
     )
+
+
+def paged_group(kv_cache_config, model) -> int:
+    """The one KV cache group that holds every paged layer (so they share one block table)."""
+    names = {n for b in model.blocks for n in (b.attn.layer_name, b.refresh_state.layer_name)}
+    groups = [
+        i for i, g in enumerate(kv_cache_config.kv_cache_groups) if names & set(g.layer_names)
+    ]
+    if len(groups) != 1 or not names <= set(kv_cache_config.kv_cache_groups[groups[0]].layer_names):
+        raise RuntimeError(f"paged LLaDA layers span KV cache groups {groups}; expected one")
+    return groups[0]

@@ -53,7 +53,7 @@ from . import settings, trace
 from .decisions import DecisionDigest
 from .logprobs import step_logprobs
 from .metrics import PendingMetrics
-from .paged_cache import BlocksMoved, PagedStore, bind
+from .paged_cache import BlocksMoved, PagedStore, bind, paged_group
 from .refresh import (
     STEP_LIMIT_REASON,
     ElasticRunnerOutput,
@@ -174,7 +174,7 @@ class ElasticRunnerMixin:
             kv_cache_config, kernel_block_sizes, **kwargs
         )
         self.paged_store = PagedStore.from_kv_caches(kv_caches, self.get_model())
-        self.paged_group = _group_of(kv_cache_config, self.get_model())
+        self.paged_group = paged_group(kv_cache_config, self.get_model())
         return kv_caches
 
     def execute_model(self, scheduler_output: SchedulerOutput, intermediate_tensors=None):
@@ -277,9 +277,11 @@ class ElasticRunnerMixin:
                 break
             chosen.append(req_id)
             used += rows
+        stepped = set(chosen)
         for req_id in ready_ids:
-            self.decodes[req_id].waited = 0 if req_id in chosen else self.decodes[req_id].waited + 1
-        return [r for r in ready_ids if r in chosen]  # batch order
+            d = self.decodes[req_id]
+            d.waited = 0 if req_id in stepped else d.waited + 1
+        return [r for r in ready_ids if r in stepped]  # batch order
 
     def _booking_entry(self, ready_ids: list[str]) -> dict:
         """What the scheduler booked for each request stepped now, beside the rows its step
@@ -397,17 +399,6 @@ def release_host_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
-
-
-def _group_of(kv_cache_config, model) -> int:
-    """The one KV cache group that holds every paged layer (so they share one block table)."""
-    names = {n for b in model.blocks for n in (b.attn.layer_name, b.refresh_state.layer_name)}
-    groups = [
-        i for i, g in enumerate(kv_cache_config.kv_cache_groups) if names & set(g.layer_names)
-    ]
-    if len(groups) != 1 or not names <= set(kv_cache_config.kv_cache_groups[groups[0]].layer_names):
-        raise RuntimeError(f"paged LLaDA layers span KV cache groups {groups}; expected one")
-    return groups[0]
 
 
 class ElasticCPUModelRunner(ElasticRunnerMixin, CPUModelRunner):
