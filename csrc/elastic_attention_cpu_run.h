@@ -28,6 +28,21 @@ inline void add_drift(float* heads, int64_t hc, int64_t j, float aj, float bj, d
   bb += bj * bj;
 }
 
+// The key-mode cosine of one (head, tracked row) from a.b, a.a and b.b over its keys, with both
+// norms clamped to at least kNormEps.
+inline double clamped_cosine(double ab, double aa, double bb) {
+  const double na = std::max(std::sqrt(aa), static_cast<double>(kNormEps));
+  const double nb = std::max(std::sqrt(bb), static_cast<double>(kNormEps));
+  return ab / (na * nb);
+}
+
+// Key mode of sequence s: keys = (the cosines summed over (head, tracked row), their count).
+template <typename scalar_t>
+void set_key_mode(const Batch<scalar_t>& b, const SeqWork<scalar_t>& s, double total) {
+  s.keys[0] = static_cast<float>(total);
+  s.keys[b.kr] = static_cast<float>(b.H * static_cast<int64_t>(s.tracked.size()));
+}
+
 // Pass 2 over key chunk c of sequence s: mass of its keys, the head-mode drift columns of its keys
 // and the key-mode partial sums part[s.part0 + ((c * H + h) * tracked + t) * 3] = (a.b, a.a, b.b).
 template <typename scalar_t>
@@ -85,12 +100,9 @@ void reduce_key_mode(const Batch<scalar_t>& b, const SeqWork<scalar_t>& s, const
       aa += src[1];
       bb += src[2];
     }
-    const double na = std::max(std::sqrt(aa), static_cast<double>(kNormEps));
-    const double nb = std::max(std::sqrt(bb), static_cast<double>(kNormEps));
-    total += ab / (na * nb);
+    total += clamped_cosine(ab, aa, bb);
   }
-  s.keys[0] = static_cast<float>(total);
-  s.keys[b.kr] = static_cast<float>(b.H * nt);
+  set_key_mode(b, s, total);
 }
 
 // A row-major float matrix [rows, cols] as a tensor that views buffer (no copy).
@@ -189,13 +201,8 @@ void gemm_seq(const Batch<scalar_t>& b, const SeqWork<scalar_t>& s, SoftmaxStats
   if (!s.window.empty() || nt) std::copy(mass.begin(), mass.end(), s.mass);
   if (s.keys == nullptr || nt == 0) return;
   double total = 0;  // key mode: the cosine of each (head, tracked row) over the keys, summed
-  for (int64_t ht = 0; ht < H * nt; ++ht) {
-    const double norm_a = std::max(std::sqrt(aa[ht]), static_cast<double>(kNormEps));
-    const double norm_b = std::max(std::sqrt(bb[ht]), static_cast<double>(kNormEps));
-    total += ab[ht] / (norm_a * norm_b);
-  }
-  s.keys[0] = static_cast<float>(total);
-  s.keys[b.kr] = static_cast<float>(H * nt);
+  for (int64_t ht = 0; ht < H * nt; ++ht) total += clamped_cosine(ab[ht], aa[ht], bb[ht]);
+  set_key_mode(b, s, total);
 }
 
 // Runs both passes. T: packed rows, slots: prev_q rows. out: [T, H, dh]; every SeqWork::mass,

@@ -29,21 +29,19 @@ import torch
 
 from ..tasks import load_jsonl
 from ..tasks.prompting import encode_prompt
-from .vllm_engine import DEFAULT_CPU_KV_GIB
+from .vllm_engine import DEFAULT_CPU_KV_GIB, VLLMBench
 
 TIMED_FORWARDS = 3  # the bare forward is timed this many times; the median counts
 
 
 def engine_rows(model_dir: str, prompts, methods, concurrencies, gen_length: int) -> list[dict]:
     """Layer-rows per second and tokens per second of the plugin, per method and concurrency."""
-    from vllm import LLM, SamplingParams
+    from vllm import SamplingParams
 
     from ..plugin.stats import request_stats
 
-    c = max(concurrencies)  # a step's budget fits c whole canvases (as ``VLLMBench`` sets it)
-    canvas = max(map(len, prompts)) + gen_length
-    llm = LLM(model=model_dir, dtype="float32", enforce_eager=True, max_num_seqs=c,
-              max_num_batched_tokens=c * canvas)
+    canvas = max(map(len, prompts)) + gen_length  # a step's budget fits every in-flight canvas
+    llm = VLLMBench(model_dir, max(concurrencies), canvas).llm
     rows = []
     for method in methods:
         params = SamplingParams(  # greedy, as the reference decoders (vLLM's default is 1.0)

@@ -46,6 +46,9 @@ class ElasticState(CanvasState):
         self.newdec = np.zeros(0, dtype=np.int64)  # committed last step
         self.step, self.eos_seen = 0, False
         self._window = self.masked[:0]
+        # (step, window, query rows) of the next plan: the engine asks next_rows before the step
+        # and plan() needs the same arrays; masked, tracked and newdec change only in advance()
+        self._next: tuple[int, np.ndarray, np.ndarray] | None = None
         # deferred mode: the layer a pending refresh starts at (num_layers: none pending), the
         # steps it waited for its grant, and whether it is granted for the next plan()
         self._pending_from = self.num_layers
@@ -65,12 +68,15 @@ class ElasticState(CanvasState):
         self._granted = self._pending_from < self.num_layers
 
     def _window_rows(self) -> tuple[np.ndarray, np.ndarray]:
-        """The next step's window and its query rows (every row at step 0)."""
-        s = self.settings
-        window = policy.sliding_window(self.masked, s.window, s.block_caching)
-        if self.step == 0:
-            return window, self._all
-        return window, _ordered_union(self.tracked, self.newdec, window)
+        """The next step's window and its query rows (every row at step 0), once per step."""
+        if self._next is None or self._next[0] != self.step:
+            s = self.settings
+            window = policy.sliding_window(self.masked, s.window, s.block_caching)
+            rows = self._all
+            if self.step > 0:
+                rows = _ordered_union(self.tracked, self.newdec, window)
+            self._next = (self.step, window, rows)
+        return self._next[1], self._next[2]
 
     def next_rows(self) -> int:
         if self.done:
