@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-# Special token ids of the released LLaDA-8B / LLaDA-1.5 checkpoints (research/elastic_cache.md §4.2).
+# Special token ids of the released LLaDA-8B / LLaDA-1.5 checkpoints (their config.json).
 LLADA_8B_MASK_ID = 126336
 LLADA_8B_EOS_ID = 126081
 LLADA_8B_BOS_ID = 126080

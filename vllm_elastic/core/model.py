@@ -1,4 +1,4 @@
-"""The LLaDA-8B architecture in plain PyTorch (research/elastic_cache.md §4.2).
+"""The LLaDA-8B architecture in plain PyTorch (the released checkpoints' modeling_llada.py).
 
 Pre-RMSNorm blocks, fully bidirectional attention (no causal mask), rotate-half RoPE at absolute
 positions, SwiGLU MLP (``ff_proj`` gate, ``up_proj``, ``ff_out``) and a separate LM head. The block is

@@ -33,7 +33,7 @@ class DecodeSettings:
     # a cap on the denoising steps of one decode, below the bound its canvas sets (gen_length;
     # llada: its steps). A decode that reaches it ends with the positions still masked left out.
     max_steps: int | None = None
-    # elastic (research/elastic_cache.md §1.4)
+    # elastic (the defaults of the authors' generate_with_elastic_cache)
     window: int = DEFAULT_WINDOW
     threshold: float = DEFAULT_THRESHOLD
     gamma: float = DEFAULT_GAMMA

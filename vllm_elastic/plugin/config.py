@@ -5,7 +5,7 @@ LLaDA ``config.json`` without ``trust_remote_code``.
 
 ``ElasticConfigHook`` is the ``MODELS_CONFIG_MAP`` entry for ``LLaDAModelLM``. vLLM runs it once, in
 the front-end process, while it builds the ``VllmConfig``; the engine core and the workers receive
-the updated config (research/vllm_v1_hooks.md, Q2).
+the updated config (``vllm/model_executor/models/config.py``).
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def _check_ray(par) -> None:
     """Refuse Ray where vLLM cannot place Ray workers, here rather than inside the engine process.
 
     vLLM raises the same reason while the engine core starts its executor; the user then sees only
-    "Engine core initialization failed" (research/vllm_plugin.md §6). Ray is the multi-GPU path.
+    "Engine core initialization failed" (``vllm/v1/engine/utils.py``). Ray is the multi-GPU path.
     """
     from vllm.platforms import current_platform
 

@@ -16,7 +16,7 @@ Where each cache lives (one KV cache group, so one block table for all of them):
 - q, x: the page of the block's ``RefreshState`` layer, the same spec with all H heads of the model:
   the "value" half holds the layer input x [d] = [H, dh] (LLaDA has d == H * dh), the "key" half q
   [H/tp, dh] in its first heads. A separate layer rather than a bigger attention page, so the stock
-  attention kernel's page stays as vLLM expects (research/vllm_v1_hooks.md Q3).
+  attention kernel's page stays as vLLM expects.
 
 Tensor parallel: a rank's pages hold its shard of the heads for k, v (Hkv/tp) and q (H/tp), and the
 whole layer input x, which every rank needs to restart a refresh from a middle layer (x is the

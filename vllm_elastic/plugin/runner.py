@@ -1,6 +1,6 @@
 """The diffusion model runner: one denoising step of every scheduled request per engine step.
 
-A narrow subclass of vLLM's V1 runner (``CPUModelRunner``; research/vllm_v1_hooks.md Q1, mode B).
+A narrow subclass of vLLM's V1 runner (``CPUModelRunner``, ``vllm/v1/worker/cpu_model_runner.py``).
 vLLM still does its bookkeeping (persistent batch, block tables, output assembly); five methods
 change:
 
@@ -69,7 +69,7 @@ if TYPE_CHECKING:
 logger = init_logger("vllm.plugins.elastic")
 
 PLACEHOLDER = -1  # vLLM's PLACEHOLDER_TOKEN_ID: "no token in this slot"
-MIN_WIDTH = 2  # a width-1 output makes vLLM keep -1 entries (research/vllm_v1_hooks.md pitfall 3)
+MIN_WIDTH = 2  # vLLM keeps the -1 entries of a width-1 output (its no-spec-decode path)
 
 
 @dataclass(slots=True)

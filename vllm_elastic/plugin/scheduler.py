@@ -53,7 +53,7 @@ class ElasticScheduler(Scheduler):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         # NOTE: an instance attribute of the stock scheduler (1 for autoregressive models). 0 makes
-        # an empty output reject all drafts instead of hanging the request (hooks doc, pitfall 1).
+        # an empty output reject all drafts instead of hanging the request.
         self.num_sampled_tokens_per_step = 0
         hf_config = self.vllm_config.model_config.hf_config
         self.model_eos_id: int = hf_config.eos_token_id
@@ -228,7 +228,6 @@ class ElasticScheduler(Scheduler):
     ):
         """No speculative-decoding metrics: the drafts are a canvas, not guesses to accept.
 
-        (The stock method sizes its stats by ``num_spec_tokens`` = 0 and raises IndexError; hooks
-        doc pitfall 2.)
+        (The stock method sizes its stats by ``num_spec_tokens`` = 0 and raises IndexError.)
         """
         return None
