@@ -1,11 +1,14 @@
 """The compiled elastic_attention op against its torch twin on the CPU: time and peak memory.
 
     python benchmarks/bench_attention_op.py [--repeats 7] [--ns 1024 4096]
-    python benchmarks/bench_attention_op.py --varlen [--repeats 5] [--ns 256 1024] [--seqs 1 4 16]
+    python benchmarks/bench_attention_op.py --varlen [--repeats 5] [--ns 256 1024] [--seqs 1 4 16] \
+        [--rows 20]
 
 --varlen times elastic_attention_varlen against elastic_attention_varlen_ref instead (time only):
-a batch of R sequences of n keys each, VARLEN_ROWS computed rows per sequence of which W are window
-rows and R tracked (with prev_q), every sequence reading its paged cache (see varlen_inputs).
+a batch of R sequences of n keys each, --rows computed rows per sequence (20) of which W are
+window rows (all but 4) and 1 tracked (with prev_q), every sequence reading its paged cache
+(see varlen_inputs). VLLM_ELASTIC_CPU_PATH=loops times the CPU kernel's loop path instead of its
+GEMM path.
 
 One Elastic-Cache layer step: T = 48 query rows, W = 16 window rows, R = 1 tracked row with prev_q
 (head-mode drift), K/V in paged caches (block size 32, shuffled blocks, the two halves of one
@@ -109,41 +112,49 @@ def timings(shape: str, n: int, repeats: int) -> dict[str, float]:
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-VARLEN_ROWS, VARLEN_W, VARLEN_K = 20, 16, 1
+VARLEN_ROWS, VARLEN_K = 20, 1  # rows per sequence (--rows), tracked rows
+VARLEN_NOT_WINDOW = 4  # rows of a sequence outside its window (the last one tracked)
 
 
-def varlen_inputs(shape: str, num_seqs: int, n: int) -> dict:
+def window_rows(rows: int) -> int:
+    return rows - VARLEN_NOT_WINDOW if rows > VARLEN_NOT_WINDOW else rows - VARLEN_K
+
+
+def varlen_inputs(shape: str, num_seqs: int, n: int, rows: int = VARLEN_ROWS) -> dict:
     """A batch of num_seqs Elastic-Cache layer steps of n keys, in one pool of shuffled pages."""
     H, Hkv, dh = SHAPES[shape]
+    w = window_rows(rows)
     nblk = -(-n // BLOCK)
     num_blocks = num_seqs * nblk + 8
     page = torch.randn(num_blocks, Hkv, 2 * BLOCK, dh)  # [nb, Hkv, 2 * bs, dh]: K half, V half
-    T = num_seqs * VARLEN_ROWS
-    seq = torch.arange(num_seqs).repeat_interleave(VARLEN_ROWS)  # [T]
-    base = torch.arange(num_seqs)[:, None] * VARLEN_ROWS  # [R, 1]
+    T = num_seqs * rows
+    seq = torch.arange(num_seqs).repeat_interleave(rows)  # [T]
+    base = torch.arange(num_seqs)[:, None] * rows  # [R, 1]
     return {
         "q": torch.randn(T, H, dh),
         "k_new": torch.randn(T, Hkv, dh),
         "v_new": torch.randn(T, Hkv, dh),
         "row_seq": seq,
-        "row_pos": torch.cat([torch.randperm(n)[:VARLEN_ROWS] for _ in range(num_seqs)]),
-        "cu_rows": torch.arange(num_seqs + 1) * VARLEN_ROWS,
-        "max_rows": VARLEN_ROWS,
+        "row_pos": torch.cat([torch.randperm(n)[:rows] for _ in range(num_seqs)]),
+        "cu_rows": torch.arange(num_seqs + 1) * rows,
+        "max_rows": rows,
         "key_cache": page[:, :, :BLOCK],
         "value_cache": page[:, :, BLOCK:],
         "block_tables": torch.randperm(num_blocks)[: num_seqs * nblk].view(num_seqs, nblk),
         "seq_lens": torch.full((num_seqs,), n),
         "max_len": n,
         "reads_cache": torch.ones(num_seqs, dtype=torch.bool),
-        "window": base + torch.arange(VARLEN_W),  # [R, W]
-        "tracked": base + VARLEN_W,  # [R, 1]
+        "window": base + torch.arange(w),  # [R, W]
+        "tracked": base + w,  # [R, 1]
         "prev_q": torch.randn(num_seqs, VARLEN_K, H, dh),
     }
 
 
-def varlen_timings(shape: str, num_seqs: int, n: int, repeats: int) -> dict[str, float]:
+def varlen_timings(
+    shape: str, num_seqs: int, n: int, repeats: int, rows: int = VARLEN_ROWS
+) -> dict[str, float]:
     """Median seconds per call of the varlen op and its twin, alternating, after equal results."""
-    args = varlen_inputs(shape, num_seqs, n)
+    args = varlen_inputs(shape, num_seqs, n, rows)
     impls = {
         "op": torch.ops.vllm_elastic.elastic_attention_varlen,
         "torch": elastic_attention_varlen_ref,
@@ -159,10 +170,10 @@ def varlen_timings(shape: str, num_seqs: int, n: int, repeats: int) -> dict[str,
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def varlen_table(ns: list[int], seqs: list[int], repeats: int) -> None:
+def varlen_table(ns: list[int], seqs: list[int], repeats: int, rows: int) -> None:
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, "
-        f"{VARLEN_ROWS} rows per sequence (W={VARLEN_W}, K={VARLEN_K}, head and key drift), "
+        f"{rows} rows per sequence (W={window_rows(rows)}, K={VARLEN_K}, head and key drift), "
         f"block size {BLOCK}, {repeats} repeats\n"
     )
     print("| heads (H, Hkv, dh) | R | n | op ms | torch ms | speed-up |")
@@ -170,7 +181,7 @@ def varlen_table(ns: list[int], seqs: list[int], repeats: int) -> None:
     for shape, heads in SHAPES.items():
         for n in ns:
             for num_seqs in seqs:
-                t = varlen_timings(shape, num_seqs, n, repeats)
+                t = varlen_timings(shape, num_seqs, n, repeats, rows)
                 print(
                     f"| {shape} {heads} | {num_seqs} | {n} | {t['op'] * 1e3:.2f} | "
                     f"{t['torch'] * 1e3:.2f} | {t['torch'] / t['op']:.2f}x |",
@@ -184,13 +195,14 @@ def main() -> None:
     parser.add_argument("--ns", type=int, nargs="+", default=None, help="keys per sequence")
     parser.add_argument("--varlen", action="store_true", help="the batched op (time only)")
     parser.add_argument("--seqs", type=int, nargs="+", default=[1, 4, 16], help="--varlen: R")
+    parser.add_argument("--rows", type=int, default=VARLEN_ROWS, help="--varlen: rows per sequence")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     a = parser.parse_args()
     if a.child:
         peak_memory_child(a.child[0], int(a.child[1]), a.child[2])
         return
     if a.varlen:
-        varlen_table(a.ns or [256, 1024], a.seqs, a.repeats)
+        varlen_table(a.ns or [256, 1024], a.seqs, a.repeats, a.rows)
         return
     a.ns = a.ns or [1024, 4096]
     print(

@@ -2,16 +2,17 @@
 // vllm_elastic/core/elastic_attention.py). Both ops describe their work as a Batch of SeqWork (one
 // sequence is the batch of one) and call run().
 //
+// The GEMM path (every sequence, unless VLLM_ELASTIC_CPU_PATH=loops: uses_gemm) runs both passes of
+// a sequence as GEMMs over its gathered keys and values (gemm_seq in elastic_attention_cpu_run.h),
+// one work item per sequence; its statistics come from the probabilities the output was made of.
+// The loop path, kept so that tests can hold it to the twin too, has two passes:
 // Pass 1 (output): flash-attention style. A work item is (sequence, kv head g, tile of its rows):
 // as few tiles as keep every thread busy (kItemsPerThread items each), since a tile pays one K/V
 // gather per chunk; it gathers each chunk of kKeyChunk keys/values once (converted to float, keys
 // transposed to [dh][kKeyChunk] so that the score loop runs over contiguous keys and vectorises
 // without reassociation), then updates an online softmax (max m, sum l, output acc) for every
-// (row, query head of the group). The same routine gives (m, l) of prev_q over the old keys. A
-// sequence with many query rows (kGemmMinQueries per kv head) instead runs both passes as GEMMs
-// over its gathered keys and values (gemm_seq in elastic_attention_cpu_run.h): the loops reach
-// about a sixth of a GEMM's speed there, and its statistics come from the probabilities pass 1
-// already has instead of recomputed scores.
+// (row, query head of the group). The same routine gives (m, l) of prev_q over the old keys, on
+// both paths.
 // Pass 2 (statistics): a work item is one chunk of keys of one sequence; it recomputes the scores
 // of the window and tracked rows over its keys, normalises them with the final (m, l) and owns the
 // mass / head-mode drift of its keys, so there are no races; key-mode partial sums go to a
@@ -24,8 +25,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <string>
 #include <vector>
 
 namespace vllm_elastic {
@@ -90,6 +93,20 @@ struct SeqWork {
   int64_t chunks() const { return (n + kKeyChunk - 1) / kKeyChunk; }
 };
 
+// Which path a sequence takes depends on the sequence alone, never on its neighbours in the batch,
+// so that a request's arithmetic is the same alone and batched. Every sequence takes the GEMM path
+// (gemm_seq, elastic_attention_cpu_run.h): it was faster from one row up (16 sequences over 550
+// keys, 4 heads of 64, one thread: 35 rows each in 11.7 against 24.8 ms, one row each in 3.7
+// against 5.7 ms; two threads: 5.3 against 12.8 and 2.4 against 3.8 ms). The loops remain for
+// VLLM_ELASTIC_CPU_PATH=loops, which tests hold to the twin like the GEMM path.
+constexpr const char* kCpuPathEnv = "VLLM_ELASTIC_CPU_PATH";
+
+// Query vectors per kv head from which a sequence takes the GEMM path in this call.
+inline int64_t gemm_min_queries() {
+  const char* env = std::getenv(kCpuPathEnv);
+  return env && std::string(env) == "loops" ? std::numeric_limits<int64_t>::max() : 1;
+}
+
 // Everything pass 1 and pass 2 read, with float copies of the (small) query tensors.
 template <typename scalar_t>
 struct Batch {
@@ -98,6 +115,7 @@ struct Batch {
   const float* ps = nullptr;              // [slots, H, dh] prev_q / sqrt(dh), or null
   int64_t hc = 0, hk = 0, kr = 0;         // strides of SeqWork::heads and SeqWork::keys
   std::vector<SeqWork<scalar_t>> seqs;
+  int64_t gemm_min = 1;  // query vectors per kv head from which a sequence takes the GEMM path
 };
 
 // exp(x) for x <= 0 (scores minus their running max), branch-free so that loops over keys
@@ -240,17 +258,9 @@ void pass1_tile(const Batch<scalar_t>& b, const SeqWork<scalar_t>& s, const floa
   }
 }
 
-// A sequence with at least this many query vectors per kv head runs both passes as GEMMs over its
-// gathered keys and values (gemm_seq, elastic_attention_cpu_run.h). The choice depends on the
-// sequence alone, never on its neighbours in the batch, so that a request's arithmetic is the same
-// alone and batched. Below it the GEMMs' fixed cost per call (three ATen calls per kv head) eats
-// the gain: an elastic step of 16 sequences of about 35 rows took 9.9 ms per layer that way
-// against 7.3 ms with the loops, while 16 fastdllm sequences of about 256 rows took 31 against 43.
-constexpr int64_t kGemmMinQueries = 64;
-
 template <typename scalar_t>
 bool uses_gemm(const Batch<scalar_t>& b, const SeqWork<scalar_t>& s) {
-  return s.rows * b.G >= kGemmMinQueries;
+  return s.rows * b.G >= b.gemm_min;
 }
 
 // Pass 1 of every sequence not on the GEMM path: its packed rows over the current keys (current,

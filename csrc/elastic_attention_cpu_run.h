@@ -106,121 +106,202 @@ void reduce_key_mode(const Batch<scalar_t>& b, const SeqWork<scalar_t>& s, const
 }
 
 // A row-major float matrix [rows, cols] as a tensor that views buffer (no copy).
-inline at::Tensor view(std::vector<float>& buffer, int64_t rows, int64_t cols) {
-  return at::from_blob(buffer.data(), {rows, cols}, at::TensorOptions().dtype(at::kFloat));
+inline at::Tensor view(float* buffer, int64_t rows, int64_t cols) {
+  return at::from_blob(buffer, {rows, cols}, at::TensorOptions().dtype(at::kFloat));
 }
 
-// Both passes of sequence s with GEMMs, one kv head g at a time over its gathered keys and values:
+// This thread's scratch floats, kept between calls so that a call neither allocates nor zeroes
+// them.
+inline float* scratch(int64_t size) {
+  thread_local std::vector<float> buffer;
+  if (static_cast<int64_t>(buffer.size()) < size) buffer.resize(size);
+  return buffer.data();
+}
+
+// c[m, n] = a[m, k] b[n, k]^T (trans_b) or a[m, k] b[k, n], all row-major and contiguous.
+inline void matmul(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k,
+                   bool trans_b) {
+  float* bm = const_cast<float*>(b);
+  at::Tensor out = view(c, m, n);
+  at::mm_out(out, view(const_cast<float*>(a), m, k), trans_b ? view(bm, n, k).t() : view(bm, k, n));
+}
+
+// Where one sequence on the GEMM path puts what its kv heads observe, for reduce_gemm to sum over
+// them in a fixed order: per kv head g, the window mass [n] at mass + g n and the head-mode drift
+// columns [tracked, 3, n] at heads + g tracked 3 n (null without them); per (head h, tracked row t)
+// the key-mode sums (a.b, a.a, b.b) at drift + (h tracked + t) 3 (null without key mode).
+struct GemmParts {
+  float* mass;
+  float* heads;
+  double* drift;
+};
+
+// Both passes of kv head g of sequence s with GEMMs over its gathered keys and values:
 // scores = Q K^T over its query vectors (row r, head h of the group at r * G + h - g G), then the
 // unnormalised probabilities p in place, (m, l), the output p V / l, and the statistics from p:
 // the window rows' mass and, for the tracked rows, b = p / l beside a = the previous queries'
 // probabilities over the old keys (one more GEMM). The same results as pass1_tile and pass2_chunk
-// up to rounding. One work item owns the whole sequence, so its outputs need no synchronisation.
+// up to rounding. A work item owns (sequence, kv head), whose outputs no other item writes.
 template <typename scalar_t>
-void gemm_seq(const Batch<scalar_t>& b, const SeqWork<scalar_t>& s, SoftmaxStats prev,
-              float* m_out, float* l_out, scalar_t* out) {
+void gemm_head(const Batch<scalar_t>& b, const SeqWork<scalar_t>& s, int64_t g, SoftmaxStats prev,
+               float* m_out, float* l_out, scalar_t* out, GemmParts part) {
   const int64_t dh = b.dh, H = b.H, G = b.G, n = s.n, nq = s.rows * G;
   const int64_t nt = static_cast<int64_t>(s.tracked.size()), na = nt * G;
-  std::vector<float> q(nq * dh), k(n * dh), v(n * dh), p(nq * n), o(nq * dh), l(nq);
-  std::vector<float> qa(na * dh), ka(nt ? n * dh : 0), pa(na * n), mass(n, 0.f);
-  std::vector<double> ab(H * nt), aa(H * nt), bb(H * nt);
-  for (int64_t g = 0; g < b.Hkv; ++g) {
-    for (int64_t i = 0; i < nq; ++i) {
-      const float* src = b.qs + ((s.row0 + i / G) * H + g * G + i % G) * dh;
-      std::copy(src, src + dh, q.data() + i * dh);
+  // Buffers, each written in full before it is read: q, k, v [n, dh], scores and then
+  // probabilities p [nq, n], o [nq, dh], l [nq], the tracked rows' previous queries qa [na, dh]
+  // and previous scores pa [na, n].
+  float* q = scratch(nq * dh + 2 * n * dh + nq * n + nq * dh + nq + na * dh + na * n);
+  float *k = q + nq * dh, *v = k + n * dh, *p = v + n * dh;
+  float *o = p + nq * n, *l = o + nq * dh, *qa = l + nq, *pa = qa + na * dh;
+  for (int64_t i = 0; i < nq; ++i) {
+    const float* src = b.qs + ((s.row0 + i / G) * H + g * G + i % G) * dh;
+    std::copy(src, src + dh, q + i * dh);
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    const scalar_t* ks = s.kv.key(j, g, /*current=*/true);
+    const scalar_t* vs = s.kv.value(j, g);
+    for (int64_t d = 0; d < dh; ++d) {
+      k[j * dh + d] = static_cast<float>(ks[d]);
+      v[j * dh + d] = static_cast<float>(vs[d]);
     }
-    for (int64_t j = 0; j < n; ++j) {
-      const scalar_t* ks = s.kv.key(j, g, /*current=*/true);
-      const scalar_t* vs = s.kv.value(j, g);
-      for (int64_t d = 0; d < dh; ++d) {
-        k[j * dh + d] = static_cast<float>(ks[d]);
-        v[j * dh + d] = static_cast<float>(vs[d]);
-      }
-    }
-    at::Tensor scores = view(p, nq, n);  // [nq, n]
-    at::mm_out(scores, view(q, nq, dh), view(k, n, dh).t());
-    for (int64_t i = 0; i < nq; ++i) {  // scores -> exp(s - m), in place
-      float* row = p.data() + i * n;
-      float mi = kNegInf, li = 0.f;
-      for (int64_t j = 0; j < n; ++j) mi = std::max(mi, row[j]);
-      for (int64_t j = 0; j < n; ++j) row[j] = exp_nonpos(row[j] - mi);  // vectorised
-      for (int64_t j = 0; j < n; ++j) li += row[j];
-      const int64_t qi = (s.row0 + i / G) * H + g * G + i % G;
-      m_out[qi] = mi;
-      l_out[qi] = l[i] = li;
-    }
-    at::Tensor unnormalised = view(o, nq, dh);  // [nq, dh]
-    at::mm_out(unnormalised, scores, view(v, n, dh));
-    for (int64_t i = 0; i < nq; ++i) {
-      const int64_t qi = (s.row0 + i / G) * H + g * G + i % G;
+  }
+  matmul(q, k, p, nq, n, dh, /*trans_b=*/true);  // scores [nq, n]
+  for (int64_t i = 0; i < nq; ++i) {             // scores -> exp(s - m), in place
+    float* row = p + i * n;
+    float mi = kNegInf, li = 0.f;
+    for (int64_t j = 0; j < n; ++j) mi = std::max(mi, row[j]);
+    for (int64_t j = 0; j < n; ++j) row[j] = exp_nonpos(row[j] - mi);  // vectorised
+    for (int64_t j = 0; j < n; ++j) li += row[j];
+    const int64_t qi = (s.row0 + i / G) * H + g * G + i % G;
+    m_out[qi] = mi;
+    l_out[qi] = l[i] = li;
+  }
+  matmul(p, v, o, nq, dh, n, /*trans_b=*/false);  // p V [nq, dh], unnormalised
+  for (int64_t i = 0; i < nq; ++i) {
+    const int64_t qi = (s.row0 + i / G) * H + g * G + i % G;
+    const float inv_l = 1.f / l[i];
+    for (int64_t d = 0; d < dh; ++d)
+      out[qi * dh + d] = static_cast<scalar_t>(o[i * dh + d] * inv_l);
+  }
+  float* mass = part.mass + g * n;
+  for (const int64_t row : s.window) {
+    for (int64_t hg = 0; hg < G; ++hg) {
+      const int64_t i = (row - s.row0) * G + hg;
       const float inv_l = 1.f / l[i];
-      for (int64_t d = 0; d < dh; ++d)
-        out[qi * dh + d] = static_cast<scalar_t>(o[i * dh + d] * inv_l);
+      const float* pi = p + i * n;
+      for (int64_t j = 0; j < n; ++j) mass[j] += pi[j] * inv_l;
     }
-    for (const int64_t row : s.window) {
-      for (int64_t hg = 0; hg < G; ++hg) {
-        const int64_t i = (row - s.row0) * G + hg;
-        const float inv_l = 1.f / l[i];
-        const float* pi = p.data() + i * n;
-        for (int64_t j = 0; j < n; ++j) mass[j] += pi[j] * inv_l;
+  }
+  if (nt == 0) return;
+  for (int64_t t = 0; t < nt; ++t) {
+    for (int64_t hg = 0; hg < G; ++hg) {
+      const float* src = b.ps + ((s.prev0 + s.slots[t]) * H + g * G + hg) * dh;
+      std::copy(src, src + dh, qa + (t * G + hg) * dh);
+    }
+  }
+  // The old keys differ from the current ones only at this step's rows: k becomes them in place.
+  float* ka = k;
+  for (int64_t j = 0; j < n; ++j) {
+    if (s.kv.pos_row[j] < 0) continue;
+    const scalar_t* ks = s.kv.key(j, g, /*current=*/false);
+    for (int64_t d = 0; d < dh; ++d) ka[j * dh + d] = static_cast<float>(ks[d]);
+  }
+  matmul(qa, ka, pa, na, n, dh, /*trans_b=*/true);  // previous queries over old keys [na, n]
+  for (int64_t t = 0; t < nt; ++t) {
+    for (int64_t hg = 0; hg < G; ++hg) {
+      const int64_t h = g * G + hg, pi = (s.prev0 + s.slots[t]) * H + h;
+      const int64_t i = (s.tracked[t] - s.row0) * G + hg;
+      const float inv_l = 1.f / l[i], inv_lp = 1.f / prev.l[pi];
+      const float* now = p + i * n;
+      const float* prev_p = pa + (t * G + hg) * n;
+      float* heads = part.heads ? part.heads + (g * nt + t) * 3 * n : nullptr;
+      double ab = 0, aa = 0, bb = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        const float bj = now[j] * inv_l;
+        const float aj = exp_nonpos(prev_p[j] - prev.m[pi]) * inv_lp;
+        add_drift(heads, n, j, aj, bj, ab, aa, bb);
       }
+      if (part.drift == nullptr) continue;
+      double* dst = part.drift + (h * nt + t) * 3;
+      dst[0] = ab;
+      dst[1] = aa;
+      dst[2] = bb;
     }
-    if (nt == 0) continue;
+  }
+}
+
+// Sequence s's statistics from its kv heads' parts (gemm_head), summed over the heads in order.
+template <typename scalar_t>
+void reduce_gemm(const Batch<scalar_t>& b, const SeqWork<scalar_t>& s, GemmParts part) {
+  const int64_t n = s.n, nt = static_cast<int64_t>(s.tracked.size());
+  for (int64_t g = 0; g < b.Hkv; ++g) {
+    for (int64_t j = 0; j < n; ++j) s.mass[j] += part.mass[g * n + j];
+    if (part.heads == nullptr) continue;
     for (int64_t t = 0; t < nt; ++t) {
-      for (int64_t hg = 0; hg < G; ++hg) {
-        const float* src = b.ps + ((s.prev0 + s.slots[t]) * H + g * G + hg) * dh;
-        std::copy(src, src + dh, qa.data() + (t * G + hg) * dh);
-      }
-    }
-    for (int64_t j = 0; j < n; ++j) {
-      const scalar_t* ks = s.kv.key(j, g, /*current=*/false);
-      for (int64_t d = 0; d < dh; ++d) ka[j * dh + d] = static_cast<float>(ks[d]);
-    }
-    at::Tensor before = view(pa, na, n);  // previous scores [na, n]
-    at::mm_out(before, view(qa, na, dh), view(ka, n, dh).t());
-    for (int64_t t = 0; t < nt; ++t) {
-      for (int64_t hg = 0; hg < G; ++hg) {
-        const int64_t h = g * G + hg, pi = (s.prev0 + s.slots[t]) * H + h;
-        const int64_t i = (s.tracked[t] - s.row0) * G + hg;
-        const float inv_l = 1.f / l[i], inv_lp = 1.f / prev.l[pi];
-        const float* now = p.data() + i * n;
-        const float* prev_p = pa.data() + (t * G + hg) * n;
-        float* heads = s.heads ? s.heads + s.slots[t] * b.hk : nullptr;
-        double sab = 0, saa = 0, sbb = 0;
-        for (int64_t j = 0; j < n; ++j) {
-          const float bj = now[j] * inv_l;
-          const float aj = exp_nonpos(prev_p[j] - prev.m[pi]) * inv_lp;
-          add_drift(heads, b.hc, j, aj, bj, sab, saa, sbb);
-        }
-        ab[h * nt + t] = sab;
-        aa[h * nt + t] = saa;
-        bb[h * nt + t] = sbb;
+      for (int64_t c = 0; c < 3; ++c) {
+        const float* src = part.heads + ((g * nt + t) * 3 + c) * n;
+        float* dst = s.heads + s.slots[t] * b.hk + c * b.hc;
+        for (int64_t j = 0; j < n; ++j) dst[j] += src[j];
       }
     }
   }
-  if (!s.window.empty() || nt) std::copy(mass.begin(), mass.end(), s.mass);
-  if (s.keys == nullptr || nt == 0) return;
+  if (part.drift == nullptr) return;
   double total = 0;  // key mode: the cosine of each (head, tracked row) over the keys, summed
-  for (int64_t ht = 0; ht < H * nt; ++ht) total += clamped_cosine(ab[ht], aa[ht], bb[ht]);
+  for (int64_t ht = 0; ht < b.H * nt; ++ht) {
+    const double* d = part.drift + ht * 3;
+    total += clamped_cosine(d[0], d[1], d[2]);
+  }
   set_key_mode(b, s, total);
+}
+
+// Both passes of the sequences on the GEMM path, parallel over (sequence, kv head).
+template <typename scalar_t>
+void run_gemm(const Batch<scalar_t>& b, SoftmaxStats prev, float* m_now, float* l_now,
+              scalar_t* out) {
+  struct Offsets {
+    int64_t seq, mass, heads, drift;  // heads, drift: -1 without them
+  };
+  std::vector<Offsets> seqs;
+  int64_t mass_size = 0, heads_size = 0, drift_size = 0;
+  for (int64_t i = 0; i < static_cast<int64_t>(b.seqs.size()); ++i) {
+    const auto& s = b.seqs[i];
+    if (!uses_gemm(b, s)) continue;
+    const int64_t nt = static_cast<int64_t>(s.tracked.size());
+    const bool heads = s.heads != nullptr && nt > 0, drift = s.keys != nullptr && nt > 0;
+    seqs.push_back({i, mass_size, heads ? heads_size : -1, drift ? drift_size : -1});
+    mass_size += b.Hkv * s.n;
+    heads_size += heads ? b.Hkv * nt * 3 * s.n : 0;
+    drift_size += drift ? b.H * nt * 3 : 0;
+  }
+  std::vector<float> mass(mass_size), heads(heads_size);
+  std::vector<double> drift(drift_size);
+  auto parts = [&](const Offsets& o) {
+    return GemmParts{mass.data() + o.mass, o.heads < 0 ? nullptr : heads.data() + o.heads,
+                     o.drift < 0 ? nullptr : drift.data() + o.drift};
+  };
+  const int64_t items = static_cast<int64_t>(seqs.size()) * b.Hkv;
+  at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const Offsets& o = seqs[i / b.Hkv];
+      gemm_head(b, b.seqs[o.seq], i % b.Hkv, prev, m_now, l_now, out, parts(o));
+    }
+  });
+  for (const Offsets& o : seqs) {
+    const auto& s = b.seqs[o.seq];
+    if (s.has_stats()) reduce_gemm(b, s, parts(o));
+  }
 }
 
 // Runs both passes. T: packed rows, slots: prev_q rows. out: [T, H, dh]; every SeqWork::mass,
 // heads and keys must be zeroed by the caller (pass 2 skips sequences without statistics).
 template <typename scalar_t>
 void run(Batch<scalar_t>& b, int64_t T, int64_t slots, scalar_t* out) {
+  b.gemm_min = gemm_min_queries();
   std::vector<float> m_now(T * b.H), l_now(T * b.H), m_prev(slots * b.H), l_prev(slots * b.H);
   if (b.ps) pass1<scalar_t>(b, /*current=*/false, m_prev.data(), l_prev.data(), nullptr);
   pass1(b, /*current=*/true, m_now.data(), l_now.data(), out);
   const SoftmaxStats now{m_now.data(), l_now.data()}, prev{m_prev.data(), l_prev.data()};
-  std::vector<int64_t> gemm;  // sequences on the GEMM path: both passes in one item each
-  for (int64_t i = 0; i < static_cast<int64_t>(b.seqs.size()); ++i) {
-    if (uses_gemm(b, b.seqs[i])) gemm.push_back(i);
-  }
-  at::parallel_for(0, static_cast<int64_t>(gemm.size()), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i)
-      gemm_seq(b, b.seqs[gemm[i]], prev, m_now.data(), l_now.data(), out);
-  });
+  run_gemm(b, prev, m_now.data(), l_now.data(), out);
   std::vector<std::pair<int64_t, int64_t>> items;  // (sequence, key chunk)
   int64_t part_size = 0;
   for (int64_t i = 0; i < static_cast<int64_t>(b.seqs.size()); ++i) {

@@ -136,13 +136,21 @@ def require_extension() -> None:
 GRID = pytest.mark.parametrize("cosine_over_heads", [True, False], ids=["head", "key"])
 DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 CASE_IDS = pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+# The CPU kernel's two paths (csrc/elastic_attention_cpu_kernels.h): GEMMs per sequence (its
+# default) and the loops, picked for every sequence of a call by this variable.
+CPU_PATH_ENV = "VLLM_ELASTIC_CPU_PATH"
+CPU_PATHS = pytest.mark.parametrize("cpu_path", ["gemm", "loops"])
 
 
 @CASE_IDS
 @DTYPES
 @GRID
-def test_cpu_matches_twin(case: Case, dtype: torch.dtype, cosine_over_heads: bool) -> None:
+@CPU_PATHS
+def test_cpu_matches_twin(
+    monkeypatch, case: Case, dtype: torch.dtype, cosine_over_heads: bool, cpu_path: str
+) -> None:
     require_extension()
+    monkeypatch.setenv(CPU_PATH_ENV, cpu_path)
     check_parity(case, dtype, cosine_over_heads, "cpu")
 
 

@@ -17,7 +17,13 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from test_elastic_attention import POISON, poison_allocator, require_extension
+from test_elastic_attention import (
+    CPU_PATH_ENV,
+    CPU_PATHS,
+    POISON,
+    poison_allocator,
+    require_extension,
+)
 
 from vllm_elastic import ops
 from vllm_elastic.core.elastic_attention import elastic_attention_varlen_ref
@@ -73,7 +79,7 @@ CASES = [
     Case("all_full_no_cache", (20, 24), (20, 24), (False, False), (5, 0), (0, 0), H=4, Hkv=4),
     Case("no_cache_partial", (30, 26), (10, 26), (False, True), (2, 3), (1, 2)),
     Case("seq_without_rows", (40, 16, 45), (0, 4, 7), (True,) * 3, (0, 2, 3), (0, 1, 2)),
-    # >= 64 query vectors per kv head: the GEMM path of pass 1, beside a loop-path sequence
+    # sequences of 80 and 90 rows beside one of 6: long GEMMs, mass and drift over many rows
     Case("gemm_rows_mha", (120, 90, 40), (80, 90, 6), (True, False, True), (8, 4, 2), (2, 0, 1),
          H=4, Hkv=4),
     Case(
@@ -192,8 +198,10 @@ CASE_IDS = pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 
 @CASE_IDS
 @DTYPES
-def test_cpu_matches_twin(case: Case, dtype: torch.dtype) -> None:
+@CPU_PATHS
+def test_cpu_matches_twin(monkeypatch, case: Case, dtype: torch.dtype, cpu_path: str) -> None:
     require_extension()
+    monkeypatch.setenv(CPU_PATH_ENV, cpu_path)
     check_parity(case, dtype, "cpu")
 
 
