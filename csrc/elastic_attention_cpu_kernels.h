@@ -11,8 +11,7 @@
 // gather per chunk; it gathers each chunk of kKeyChunk keys/values once (converted to float, keys
 // transposed to [dh][kKeyChunk] so that the score loop runs over contiguous keys and vectorises
 // without reassociation), then updates an online softmax (max m, sum l, output acc) for every
-// (row, query head of the group). The same routine gives (m, l) of prev_q over the old keys, on
-// both paths.
+// (row, query head of the group). The same routine gives (m, l) of prev_q over the old keys.
 // Pass 2 (statistics): a work item is one chunk of keys of one sequence; it recomputes the scores
 // of the window and tracked rows over its keys, normalises them with the final (m, l) and owns the
 // mass / head-mode drift of its keys, so there are no races; key-mode partial sums go to a
@@ -270,7 +269,7 @@ void pass1(const Batch<scalar_t>& b, bool current, float* m, float* l, scalar_t*
   struct Tile {
     int64_t seq, g, r0, r1;
   };
-  auto skip = [&](const SeqWork<scalar_t>& s) { return current && uses_gemm(b, s); };
+  auto skip = [&](const SeqWork<scalar_t>& s) { return uses_gemm(b, s); };
   int64_t total = 0;
   for (const auto& s : b.seqs) total += skip(s) ? 0 : current ? s.rows : s.prev_rows;
   if (total == 0) return;

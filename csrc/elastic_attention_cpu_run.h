@@ -5,6 +5,8 @@
 
 #include "elastic_attention_cpu_kernels.h"
 
+#include <type_traits>
+
 namespace vllm_elastic {
 namespace cpu {
 
@@ -118,6 +120,49 @@ inline float* scratch(int64_t size) {
   return buffer.data();
 }
 
+// dst[0:len] = src[0:len] as float (a plain copy for float: the buffers never overlap).
+template <typename scalar_t>
+inline void to_float(const scalar_t* __restrict src, int64_t len, float* __restrict dst) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    std::memcpy(dst, src, len * sizeof(float));
+  } else {
+    for (int64_t d = 0; d < len; ++d) dst[d] = static_cast<float>(src[d]);
+  }
+}
+
+// Independent accumulators of a reduction over a row: the compiler vectorises across them, where
+// one accumulator is a serial chain (without -ffast-math it may not reorder float sums).
+constexpr int64_t kLanes = 16;
+
+// row[j] -> exp(row[j] - m) in place, m = the row's max; returns m and writes the sum of the
+// exponentials to l. The sum adds lane j % kLanes first, then the lanes in order.
+inline float softmax_row(float* row, int64_t n, float* l) {
+  float lane[kLanes];
+  std::fill(lane, lane + kLanes, kNegInf);
+  const int64_t body = n - n % kLanes;
+  for (int64_t j = 0; j < body; j += kLanes) {
+    for (int64_t c = 0; c < kLanes; ++c) lane[c] = std::max(lane[c], row[j + c]);
+  }
+  float m = kNegInf;
+  for (int64_t j = body; j < n; ++j) m = std::max(m, row[j]);
+  for (int64_t c = 0; c < kLanes; ++c) m = std::max(m, lane[c]);
+  std::fill(lane, lane + kLanes, 0.f);
+  for (int64_t j = 0; j < body; j += kLanes) {
+    for (int64_t c = 0; c < kLanes; ++c) {
+      row[j + c] = exp_nonpos(row[j + c] - m);
+      lane[c] += row[j + c];
+    }
+  }
+  float sum = 0.f;
+  for (int64_t j = body; j < n; ++j) {
+    row[j] = exp_nonpos(row[j] - m);
+    sum += row[j];
+  }
+  for (int64_t c = 0; c < kLanes; ++c) sum += lane[c];
+  *l = sum;
+  return m;
+}
+
 // c[m, n] = a[m, k] b[n, k]^T (trans_b) or a[m, k] b[k, n], all row-major and contiguous.
 inline void matmul(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k,
                    bool trans_b) {
@@ -143,8 +188,8 @@ struct GemmParts {
 // probabilities over the old keys (one more GEMM). The same results as pass1_tile and pass2_chunk
 // up to rounding. A work item owns (sequence, kv head), whose outputs no other item writes.
 template <typename scalar_t>
-void gemm_head(const Batch<scalar_t>& b, const SeqWork<scalar_t>& s, int64_t g, SoftmaxStats prev,
-               float* m_out, float* l_out, scalar_t* out, GemmParts part) {
+void gemm_head(const Batch<scalar_t>& b, const SeqWork<scalar_t>& s, int64_t g, float* m_out,
+               float* l_out, scalar_t* out, GemmParts part) {
   const int64_t dh = b.dh, H = b.H, G = b.G, n = s.n, nq = s.rows * G;
   const int64_t nt = static_cast<int64_t>(s.tracked.size()), na = nt * G;
   // Buffers, each written in full before it is read: q, k, v [n, dh], scores and then
@@ -158,23 +203,14 @@ void gemm_head(const Batch<scalar_t>& b, const SeqWork<scalar_t>& s, int64_t g, 
     std::copy(src, src + dh, q + i * dh);
   }
   for (int64_t j = 0; j < n; ++j) {
-    const scalar_t* ks = s.kv.key(j, g, /*current=*/true);
-    const scalar_t* vs = s.kv.value(j, g);
-    for (int64_t d = 0; d < dh; ++d) {
-      k[j * dh + d] = static_cast<float>(ks[d]);
-      v[j * dh + d] = static_cast<float>(vs[d]);
-    }
+    to_float(s.kv.key(j, g, /*current=*/true), dh, k + j * dh);
+    to_float(s.kv.value(j, g), dh, v + j * dh);
   }
   matmul(q, k, p, nq, n, dh, /*trans_b=*/true);  // scores [nq, n]
   for (int64_t i = 0; i < nq; ++i) {             // scores -> exp(s - m), in place
-    float* row = p + i * n;
-    float mi = kNegInf, li = 0.f;
-    for (int64_t j = 0; j < n; ++j) mi = std::max(mi, row[j]);
-    for (int64_t j = 0; j < n; ++j) row[j] = exp_nonpos(row[j] - mi);  // vectorised
-    for (int64_t j = 0; j < n; ++j) li += row[j];
     const int64_t qi = (s.row0 + i / G) * H + g * G + i % G;
-    m_out[qi] = mi;
-    l_out[qi] = l[i] = li;
+    m_out[qi] = softmax_row(p + i * n, n, l + i);
+    l_out[qi] = l[i];
   }
   matmul(p, v, o, nq, dh, n, /*trans_b=*/false);  // p V [nq, dh], unnormalised
   for (int64_t i = 0; i < nq; ++i) {
@@ -203,22 +239,22 @@ void gemm_head(const Batch<scalar_t>& b, const SeqWork<scalar_t>& s, int64_t g, 
   float* ka = k;
   for (int64_t j = 0; j < n; ++j) {
     if (s.kv.pos_row[j] < 0) continue;
-    const scalar_t* ks = s.kv.key(j, g, /*current=*/false);
-    for (int64_t d = 0; d < dh; ++d) ka[j * dh + d] = static_cast<float>(ks[d]);
+    to_float(s.kv.key(j, g, /*current=*/false), dh, ka + j * dh);
   }
   matmul(qa, ka, pa, na, n, dh, /*trans_b=*/true);  // previous queries over old keys [na, n]
   for (int64_t t = 0; t < nt; ++t) {
     for (int64_t hg = 0; hg < G; ++hg) {
-      const int64_t h = g * G + hg, pi = (s.prev0 + s.slots[t]) * H + h;
-      const int64_t i = (s.tracked[t] - s.row0) * G + hg;
-      const float inv_l = 1.f / l[i], inv_lp = 1.f / prev.l[pi];
+      const int64_t h = g * G + hg, i = (s.tracked[t] - s.row0) * G + hg;
+      float* prev_p = pa + (t * G + hg) * n;
+      float prev_l;
+      softmax_row(prev_p, n, &prev_l);
+      const float inv_l = 1.f / l[i], inv_lp = 1.f / prev_l;
       const float* now = p + i * n;
-      const float* prev_p = pa + (t * G + hg) * n;
       float* heads = part.heads ? part.heads + (g * nt + t) * 3 * n : nullptr;
       double ab = 0, aa = 0, bb = 0;
       for (int64_t j = 0; j < n; ++j) {
         const float bj = now[j] * inv_l;
-        const float aj = exp_nonpos(prev_p[j] - prev.m[pi]) * inv_lp;
+        const float aj = prev_p[j] * inv_lp;
         add_drift(heads, n, j, aj, bj, ab, aa, bb);
       }
       if (part.drift == nullptr) continue;
@@ -256,8 +292,7 @@ void reduce_gemm(const Batch<scalar_t>& b, const SeqWork<scalar_t>& s, GemmParts
 
 // Both passes of the sequences on the GEMM path, parallel over (sequence, kv head).
 template <typename scalar_t>
-void run_gemm(const Batch<scalar_t>& b, SoftmaxStats prev, float* m_now, float* l_now,
-              scalar_t* out) {
+void run_gemm(const Batch<scalar_t>& b, float* m_now, float* l_now, scalar_t* out) {
   struct Offsets {
     int64_t seq, mass, heads, drift;  // heads, drift: -1 without them
   };
@@ -283,7 +318,7 @@ void run_gemm(const Batch<scalar_t>& b, SoftmaxStats prev, float* m_now, float* 
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const Offsets& o = seqs[i / b.Hkv];
-      gemm_head(b, b.seqs[o.seq], i % b.Hkv, prev, m_now, l_now, out, parts(o));
+      gemm_head(b, b.seqs[o.seq], i % b.Hkv, m_now, l_now, out, parts(o));
     }
   });
   for (const Offsets& o : seqs) {
@@ -301,7 +336,7 @@ void run(Batch<scalar_t>& b, int64_t T, int64_t slots, scalar_t* out) {
   if (b.ps) pass1<scalar_t>(b, /*current=*/false, m_prev.data(), l_prev.data(), nullptr);
   pass1(b, /*current=*/true, m_now.data(), l_now.data(), out);
   const SoftmaxStats now{m_now.data(), l_now.data()}, prev{m_prev.data(), l_prev.data()};
-  run_gemm(b, prev, m_now.data(), l_now.data(), out);
+  run_gemm(b, m_now.data(), l_now.data(), out);
   std::vector<std::pair<int64_t, int64_t>> items;  // (sequence, key chunk)
   int64_t part_size = 0;
   for (int64_t i = 0; i < static_cast<int64_t>(b.seqs.size()); ++i) {
