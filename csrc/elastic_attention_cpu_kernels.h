@@ -3,8 +3,9 @@
 // sequence is the batch of one) and call run().
 //
 // The GEMM path (every sequence, unless VLLM_ELASTIC_CPU_PATH=loops: uses_gemm) runs both passes of
-// a sequence as GEMMs over its gathered keys and values (gemm_seq in elastic_attention_cpu_run.h),
-// one work item per sequence; its statistics come from the probabilities the output was made of.
+// a sequence as GEMMs over its gathered keys and values (gemm_head in elastic_attention_cpu_run.h),
+// one work item per (sequence, kv head); its statistics come from the probabilities the output was
+// made of.
 // The loop path, kept so that tests can hold it to the twin too, has two passes:
 // Pass 1 (output): flash-attention style. A work item is (sequence, kv head g, tile of its rows):
 // as few tiles as keep every thread busy (kItemsPerThread items each), since a tile pays one K/V
@@ -94,10 +95,10 @@ struct SeqWork {
 
 // Which path a sequence takes depends on the sequence alone, never on its neighbours in the batch,
 // so that a request's arithmetic is the same alone and batched. Every sequence takes the GEMM path
-// (gemm_seq, elastic_attention_cpu_run.h): it was faster from one row up (16 sequences over 550
-// keys, 4 heads of 64, one thread: 35 rows each in 11.7 against 24.8 ms, one row each in 3.7
-// against 5.7 ms; two threads: 5.3 against 12.8 and 2.4 against 3.8 ms). The loops remain for
-// VLLM_ELASTIC_CPU_PATH=loops, which tests hold to the twin like the GEMM path.
+// (gemm_head, elastic_attention_cpu_run.h): it is faster from one row up (BENCHMARKS.md §11: 16
+// sequences over 550 keys, 4 heads of 64, two threads: 35 rows each in 3.3 against 15.3 ms, one
+// row each in 1.9 against 5.6 ms). The loops remain for VLLM_ELASTIC_CPU_PATH=loops, which tests
+// hold to the twin like the GEMM path.
 constexpr const char* kCpuPathEnv = "VLLM_ELASTIC_CPU_PATH";
 
 // Query vectors per kv head from which a sequence takes the GEMM path in this call.

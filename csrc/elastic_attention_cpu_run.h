@@ -1,6 +1,6 @@
-// Pass 2 of the CPU kernels (the statistics), the GEMM path of a sequence with many rows (both
-// passes), and run(), which runs them all; pass 1 and the shared pieces are in
-// elastic_attention_cpu_kernels.h (its header comment describes the passes).
+// Pass 2 of the CPU kernels' loop path (the statistics), the GEMM path (both passes, per sequence
+// and kv head), and run(), which runs them all; pass 1 and the shared pieces are in
+// elastic_attention_cpu_kernels.h (its header comment describes the paths).
 #pragma once
 
 #include "elastic_attention_cpu_kernels.h"
