@@ -270,16 +270,15 @@ void pass1(const Batch<scalar_t>& b, bool current, float* m, float* l, scalar_t*
   struct Tile {
     int64_t seq, g, r0, r1;
   };
-  auto skip = [&](const SeqWork<scalar_t>& s) { return uses_gemm(b, s); };
   int64_t total = 0;
-  for (const auto& s : b.seqs) total += skip(s) ? 0 : current ? s.rows : s.prev_rows;
+  for (const auto& s : b.seqs) total += uses_gemm(b, s) ? 0 : current ? s.rows : s.prev_rows;
   if (total == 0) return;
   const int64_t want = kItemsPerThread * at::get_num_threads();
   const int64_t tile_rows = std::max<int64_t>(1, (total * b.Hkv + want - 1) / want);
   std::vector<Tile> tiles;
   for (int64_t i = 0; i < static_cast<int64_t>(b.seqs.size()); ++i) {
     const auto& s = b.seqs[i];
-    if (skip(s)) continue;
+    if (uses_gemm(b, s)) continue;
     const int64_t lo = current ? s.row0 : s.prev0, hi = lo + (current ? s.rows : s.prev_rows);
     for (int64_t g = 0; g < b.Hkv; ++g) {
       for (int64_t r0 = lo; r0 < hi; r0 += tile_rows)

@@ -172,9 +172,10 @@ inline void matmul(const float* a, const float* b, float* c, int64_t m, int64_t 
 }
 
 // Where one sequence on the GEMM path puts what its kv heads observe, for reduce_gemm to sum over
-// them in a fixed order: per kv head g, the window mass [n] at mass + g n and the head-mode drift
-// columns [tracked, 3, n] at heads + g tracked 3 n (null without them); per (head h, tracked row t)
-// the key-mode sums (a.b, a.a, b.b) at drift + (h tracked + t) 3 (null without key mode).
+// them in a fixed order: per kv head g, the window mass [n] at mass + g n (null without window
+// rows) and the head-mode drift columns [tracked, 3, n] at heads + g tracked 3 n (null without
+// them); per (head h, tracked row t) the key-mode sums (a.b, a.a, b.b) at drift + (h tracked + t) 3
+// (null without key mode).
 struct GemmParts {
   float* mass;
   float* heads;
@@ -219,8 +220,8 @@ void gemm_head(const Batch<scalar_t>& b, const SeqWork<scalar_t>& s, int64_t g, 
     for (int64_t d = 0; d < dh; ++d)
       out[qi * dh + d] = static_cast<scalar_t>(o[i * dh + d] * inv_l);
   }
-  float* mass = part.mass + g * n;
   for (const int64_t row : s.window) {
+    float* mass = part.mass + g * n;
     for (int64_t hg = 0; hg < G; ++hg) {
       const int64_t i = (row - s.row0) * G + hg;
       const float inv_l = 1.f / l[i];
@@ -271,7 +272,9 @@ template <typename scalar_t>
 void reduce_gemm(const Batch<scalar_t>& b, const SeqWork<scalar_t>& s, GemmParts part) {
   const int64_t n = s.n, nt = static_cast<int64_t>(s.tracked.size());
   for (int64_t g = 0; g < b.Hkv; ++g) {
-    for (int64_t j = 0; j < n; ++j) s.mass[j] += part.mass[g * n + j];
+    if (part.mass) {
+      for (int64_t j = 0; j < n; ++j) s.mass[j] += part.mass[g * n + j];
+    }
     if (part.heads == nullptr) continue;
     for (int64_t t = 0; t < nt; ++t) {
       for (int64_t c = 0; c < 3; ++c) {
@@ -294,7 +297,7 @@ void reduce_gemm(const Batch<scalar_t>& b, const SeqWork<scalar_t>& s, GemmParts
 template <typename scalar_t>
 void run_gemm(const Batch<scalar_t>& b, float* m_now, float* l_now, scalar_t* out) {
   struct Offsets {
-    int64_t seq, mass, heads, drift;  // heads, drift: -1 without them
+    int64_t seq, mass, heads, drift;  // -1: the sequence has no such statistic
   };
   std::vector<Offsets> seqs;
   int64_t mass_size = 0, heads_size = 0, drift_size = 0;
@@ -302,16 +305,19 @@ void run_gemm(const Batch<scalar_t>& b, float* m_now, float* l_now, scalar_t* ou
     const auto& s = b.seqs[i];
     if (!uses_gemm(b, s)) continue;
     const int64_t nt = static_cast<int64_t>(s.tracked.size());
+    const bool mass = !s.window.empty();
     const bool heads = s.heads != nullptr && nt > 0, drift = s.keys != nullptr && nt > 0;
-    seqs.push_back({i, mass_size, heads ? heads_size : -1, drift ? drift_size : -1});
-    mass_size += b.Hkv * s.n;
+    seqs.push_back(
+        {i, mass ? mass_size : -1, heads ? heads_size : -1, drift ? drift_size : -1});
+    mass_size += mass ? b.Hkv * s.n : 0;
     heads_size += heads ? b.Hkv * nt * 3 * s.n : 0;
     drift_size += drift ? b.H * nt * 3 : 0;
   }
   std::vector<float> mass(mass_size), heads(heads_size);
   std::vector<double> drift(drift_size);
   auto parts = [&](const Offsets& o) {
-    return GemmParts{mass.data() + o.mass, o.heads < 0 ? nullptr : heads.data() + o.heads,
+    return GemmParts{o.mass < 0 ? nullptr : mass.data() + o.mass,
+                     o.heads < 0 ? nullptr : heads.data() + o.heads,
                      o.drift < 0 ? nullptr : drift.data() + o.drift};
   };
   const int64_t items = static_cast<int64_t>(seqs.size()) * b.Hkv;
