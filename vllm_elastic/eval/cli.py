@@ -14,7 +14,9 @@ KNOBS = {
 
 
 def add_decoder_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("decoder settings (defaults: the authors' generate_with_elastic_cache)")
+    group = parser.add_argument_group(
+        "decoder settings (defaults: the authors' generate_with_elastic_cache)"
+    )
     for name, kind in KNOBS.items():
         group.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
     group.add_argument("--block-caching", default=None, choices=["true", "false"])

@@ -1,7 +1,8 @@
 """The workers that run the diffusion runner. vLLM's ``CPUWorker.init_device`` builds a stock
 ``CPUModelRunner`` with no factory hook, so this override replaces it right after
-(``vllm/v1/worker/cpu_worker.py``); the stock runner is cheap to build and is dropped before it loads a model.
-The GPU worker (``gpu_worker.py``) uses the GPU ``Worker``'s own factory, ``_make_model_runner``."""
+(``vllm/v1/worker/cpu_worker.py``); the stock runner is cheap to build and is dropped before it
+loads a model. The GPU worker (``gpu_worker.py``) uses the GPU ``Worker``'s own factory,
+``_make_model_runner``."""
 
 from __future__ import annotations
 
