@@ -12,6 +12,7 @@ import pytest
 from vllm_elastic.tasks import (
     CANVASES,
     SIZED_FAMILIES,
+    TRAINING_FAMILIES,
     held_out_path,
     load_jsonl,
     make_problem,
@@ -31,7 +32,7 @@ def tokenizer():
     return build_tokenizer(seed=0)
 
 
-@pytest.mark.parametrize("family", SIZED_FAMILIES)
+@pytest.mark.parametrize("family", TRAINING_FAMILIES)
 @pytest.mark.parametrize("canvas", CANVASES)
 def test_reference_answers_score_right(family, canvas):
     rng = random.Random(canvas)
@@ -54,6 +55,25 @@ def test_wrong_answers_score_wrong():
     assert not score("\n".join(lines[:-1]), li)
     assert not score("\n".join([lines[0].rsplit(" ", 1)[0] + " ten", *lines[1:]]), li)
     assert score(li["response"] + "\n", li)  # trailing whitespace is not an error
+
+
+def test_sums_drill_is_independent_lines_of_story_arithmetic():
+    rng = random.Random(3)
+    for canvas in CANVASES:
+        problem = make_problem("sums", rng, canvas)
+        asks = problem["prompt"].splitlines()[1:]
+        lines = problem["response"].splitlines()
+        assert len(lines) == len(asks) >= 6
+        for ask, line in zip(asks, lines):
+            a, op, b = ask.split()
+            left, result = line.split(" = ")
+            assert left == ask and 1 <= int(b) <= 9
+            assert int(result) == (int(a) + int(b) if op == "+" else int(a) - int(b))
+            assert 0 <= int(result) <= 99
+        wrong = problem["response"].replace(lines[0], lines[0][:-1] + "x")
+        assert score(problem["response"], problem) and not score(wrong, problem)
+    drawn = {p["task"] for s in range(20) for p in sample_problems(batch_rng(0, s), 256, 8, set())}
+    assert drawn == set(TRAINING_FAMILIES)
 
 
 def test_program_tests_tell_functions_apart():

@@ -1,8 +1,9 @@
 """Checkable task families (docs/TASKS.md).
 
 The test bed: ``story`` (GSM8K analogue), ``program`` (HumanEval analogue) and ``listing`` (long
-answers), each sized for a canvas of 256, 512 or 1024 tokens. The first tiny model's families,
-``arith`` and ``code``, have short answers and no canvas.
+answers), each sized for a canvas of 256, 512 or 1024 tokens. ``sums`` is sized the same way but
+only trained on: a drill for ``story``'s arithmetic. The first tiny model's families, ``arith`` and
+``code``, have short answers and no canvas.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import json
 import random
 from pathlib import Path
 
-from . import arith, code, listing, program, story
+from . import arith, code, listing, program, story, sums
 
-FAMILIES = {"arith": arith, "code": code, "story": story, "program": program, "listing": listing}
-SIZED_FAMILIES = ("story", "program", "listing")  # make_problem(rng, canvas)
+FAMILIES = {"arith": arith, "code": code, "story": story, "program": program, "listing": listing,
+            "sums": sums}  # fmt: skip
+SIZED_FAMILIES = ("story", "program", "listing")  # the test bed: make_problem(rng, canvas)
+TRAINING_FAMILIES = (*SIZED_FAMILIES, "sums")  # what the test-bed model is trained on
 CANVASES = (256, 512, 1024)
 
 
@@ -26,7 +29,7 @@ def held_out_path(task: str, canvas: int) -> str:
 def make_problem(task: str, rng: random.Random, canvas: int | None = None) -> dict:
     if task not in FAMILIES:
         raise ValueError(f"unknown task {task!r}; choose from {sorted(FAMILIES)}")
-    if task in SIZED_FAMILIES:
+    if task in TRAINING_FAMILIES:
         return FAMILIES[task].make_problem(rng, canvas or CANVASES[0])
     if canvas is not None:
         raise ValueError(f"task {task!r} has no canvas sizes")

@@ -5,6 +5,10 @@ batches an uninterrupted run would. A batch holds problems sized for one canvas 
 each answer padded with EOS to the canvas, as the sampler's canvas is at inference. The number of
 sequences follows a token budget, so a step costs about the same at every canvas. The curriculum
 moves weight from short to long canvases as training goes on; short ones stay in the mix.
+
+A block batch (a ``block_share`` of the batches) also marks in each sequence one block of
+``block_length`` positions, starting at a uniformly drawn point of the answer (its end included):
+the objective decodes that block with everything after it masked, as the sampler does.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..tasks import CANVASES, SIZED_FAMILIES, make_problem
+from ..tasks import CANVASES, TRAINING_FAMILIES, make_problem
 from ..tasks.prompting import encode_prompt
 
 CHAT_SHARE = 0.5  # the rest of the prompts are raw, as a /v1/completions client sends them
@@ -33,6 +37,8 @@ class Batch:
     is_response: torch.Tensor  # [B, T] True on the answer and its EOS padding
     canvas: int
     answer_tokens: int  # answer tokens in the batch, EOS padding excluded
+    block_start: torch.Tensor | None = None  # [B] first block position (block batches only)
+    block_end: torch.Tensor | None = None  # [B] first position after the block
 
 
 def canvas_weights(progress: float) -> dict[int, float]:
@@ -49,25 +55,33 @@ def batch_rng(seed: int, step: int) -> random.Random:
 
 
 def sample_problems(rng: random.Random, canvas: int, n: int, held_out: set[str]) -> list[dict]:
-    """n problems for ``canvas``, families uniform, none of them in ``held_out``."""
+    """n problems for ``canvas``, the training families uniform, none of them in ``held_out``."""
     smaller = [c for c in CANVASES if c < canvas]
     out = []
     while len(out) < n:
         size = rng.choice(smaller) if smaller and rng.random() < SMALLER_SHARE else canvas
-        problem = make_problem(rng.choice(SIZED_FAMILIES), rng, size)
+        problem = make_problem(rng.choice(TRAINING_FAMILIES), rng, size)
         if problem["prompt"] not in held_out:
             out.append(problem)
     return out
 
 
 def make_batch(
-    seed: int, step: int, progress: float, tokenizer, token_budget: int, held_out: set[str]
+    seed: int,
+    step: int,
+    progress: float,
+    tokenizer,
+    token_budget: int,
+    held_out: set[str],
+    block_share: float = 0.0,
+    block_length: int = 32,
 ) -> Batch:
     rng = batch_rng(seed, step)
     weights = canvas_weights(progress)
     canvas = rng.choices(list(weights), list(weights.values()))[0]
+    blocks = rng.random() < block_share
     eos = tokenizer.eos_token_id
-    pairs: list[tuple[list[int], list[int]]] = []
+    rows: list[tuple[list[int], list[int], int]] = []  # prompt, answer, block start in the answer
     while True:  # grow the batch until the next sequence would pass the budget
         (problem,) = sample_problems(rng, canvas, 1, held_out)
         prompt = encode_prompt(tokenizer, problem["prompt"], chat=rng.random() < CHAT_SHARE)
@@ -76,16 +90,23 @@ def make_batch(
             raise ValueError(
                 f"a {problem['task']} answer of {len(answer)} tokens overflows {canvas}"
             )
-        candidate = pairs + [(prompt, answer)]
-        width = max(len(p) for p, _ in candidate) + canvas
-        if pairs and width * len(candidate) > token_budget:
+        cut = rng.randint(0, len(answer)) if blocks else 0
+        candidate = rows + [(prompt, answer, cut)]
+        width = max(len(p) for p, _, _ in candidate) + canvas
+        if rows and width * len(candidate) > token_budget:
             break
-        pairs = candidate
-    width = max(len(p) for p, _ in pairs) + canvas
-    ids = torch.full((len(pairs), width), eos, dtype=torch.long)  # [B, T]
-    is_response = torch.zeros(len(pairs), width, dtype=torch.bool)  # [B, T]
-    for i, (p, a) in enumerate(pairs):
+        rows = candidate
+    width = max(len(p) for p, _, _ in rows) + canvas
+    ids = torch.full((len(rows), width), eos, dtype=torch.long)  # [B, T]
+    is_response = torch.zeros(len(rows), width, dtype=torch.bool)  # [B, T]
+    for i, (p, a, _) in enumerate(rows):
         ids[i, : len(p)] = torch.tensor(p)
         ids[i, len(p) : len(p) + len(a)] = torch.tensor(a)
         is_response[i, len(p) :] = True
-    return Batch(ids, is_response, canvas, sum(len(a) for _, a in pairs))
+    batch = Batch(ids, is_response, canvas, sum(len(a) for _, a, _ in rows))
+    if blocks:
+        batch.block_start = torch.tensor([len(p) + cut for p, _, cut in rows])  # [B]
+        batch.block_end = torch.tensor(
+            [len(p) + min(cut + block_length, canvas) for p, _, cut in rows]
+        )  # [B]
+    return batch

@@ -1,4 +1,4 @@
-"""The LLaDA SFT objective (masked diffusion on the response), with an optional clean prefix.
+"""The LLaDA SFT objective (masked diffusion on the response), and its block-decoding state.
 
 LLaDA SFT (Nie et al. 2025, §2.3): the prompt is never masked; each response position (answer and
 EOS padding) is masked with probability t ~ U(eps, 1), drawn per sequence; the loss is the
@@ -6,8 +6,15 @@ cross-entropy on masked positions weighted by 1/t, divided by the response lengt
 
 ``prefix_share``: that share of the sequences also keeps a uniformly drawn prefix of the response
 clean, i.e. the prompt/response boundary moves right, as in LLaDA's multi-turn SFT where earlier
-turns are prompt. The semi-autoregressive sampler decodes block by block with everything before the
-block committed, and these sequences put the model in that state more often.
+turns are prompt.
+
+Block batches (``Batch.block_start`` set) put every sequence in the state the semi-autoregressive
+sampler decodes from: the response before the block clean, the block masked with probability t,
+everything after it masked. Uniform masking leaves most of a line's neighbours visible, and a
+small model then learns to read a number off the line below (the next step's left operand, the
+next list entry) instead of computing it; the sampler never shows it the line below. The loss is
+taken on the block alone, weighted 1/t and divided by the block's length: the positions after the
+block are never committed from this state.
 """
 
 from __future__ import annotations
@@ -20,12 +27,16 @@ from ..core.model import LLaDAModel
 MIN_MASK_RATIO = 1e-3
 
 
+def _mask_ratio(b: int, gen: torch.Generator) -> torch.Tensor:
+    return (1 - MIN_MASK_RATIO) * torch.rand(b, 1, generator=gen) + MIN_MASK_RATIO  # [B, 1]
+
+
 def noise(
     ids: torch.Tensor, is_response: torch.Tensor, prefix_share: float, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """masked [B, T] (positions to predict) and t [B, 1] (their masking probability)."""
     b, width = ids.shape
-    t = (1 - MIN_MASK_RATIO) * torch.rand(b, 1, generator=gen) + MIN_MASK_RATIO  # [B, 1]
+    t = _mask_ratio(b, gen)  # [B, 1]
     start = is_response.float().argmax(1, keepdim=True)  # [B, 1] first response position
     length = is_response.sum(1, keepdim=True)  # [B, 1]
     cut = start + (torch.rand(b, 1, generator=gen) * length).long()  # [B, 1]
@@ -36,6 +47,18 @@ def noise(
     return masked, t
 
 
+def block_noise(
+    width: int, block_start: torch.Tensor, block_end: torch.Tensor, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """block_start, block_end: [B]. masked [B, T] (the block's positions to predict), hidden
+    [B, T] (masked and everything after the block) and t [B, 1]."""
+    t = _mask_ratio(block_start.shape[0], gen)  # [B, 1]
+    positions = torch.arange(width)[None, :]  # [1, T]
+    in_block = (positions >= block_start[:, None]) & (positions < block_end[:, None])  # [B, T]
+    masked = in_block & (torch.rand(in_block.shape, generator=gen) < t)  # [B, T]
+    return masked, masked | (positions >= block_end[:, None]), t
+
+
 def masked_diffusion_loss(
     model: LLaDAModel,
     ids: torch.Tensor,
@@ -43,12 +66,18 @@ def masked_diffusion_loss(
     mask_id: int,
     gen: torch.Generator,
     prefix_share: float = 0.0,
+    block: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """ids, is_response: [B, T]. The mean over sequences of the 1/t-weighted masked cross-entropy."""
-    masked, t = noise(ids, is_response, prefix_share, gen)
-    noisy = torch.where(masked, torch.full_like(ids, mask_id), ids)  # [B, T]
+    """ids, is_response: [B, T]; ``block``: (start, end) [B] each for a block batch. The mean over
+    sequences of the 1/t-weighted masked cross-entropy."""
+    if block is None:
+        masked, t = noise(ids, is_response, prefix_share, gen)
+        hidden, length = masked, is_response.sum(1, keepdim=True).float()  # [B, T], [B, 1]
+    else:
+        masked, hidden, t = block_noise(ids.shape[1], *block, gen)
+        length = (block[1] - block[0])[:, None].float()  # [B, 1]
+    noisy = torch.where(hidden, torch.full_like(ids, mask_id), ids)  # [B, T]
     logits = model(noisy)  # [B, T, V]
     token_loss = F.cross_entropy(logits[masked], ids[masked], reduction="none")  # [M]
-    length = is_response.sum(1, keepdim=True).float()  # [B, 1]
     weight = (1.0 / (t * length)).expand_as(ids)[masked]  # [M]
     return (token_loss * weight).sum() / ids.shape[0]

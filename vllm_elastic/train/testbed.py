@@ -28,8 +28,8 @@ from .resume import export, load_state, save_state
 
 VOCAB_MULTIPLE = 64
 # Arguments a resumed run must share with the run it continues (the model, data and lr schedule).
-SCHEDULE_ARGS = ("seed", "steps", "batch_tokens", "lr", "warmup", "prefix_share", "d_model",
-                 "n_layers", "n_heads", "mlp", "held_out")  # fmt: skip
+SCHEDULE_ARGS = ("seed", "steps", "batch_tokens", "lr", "warmup", "prefix_share", "block_share",
+                 "block_length", "d_model", "n_layers", "n_heads", "mlp", "held_out")  # fmt: skip
 EMA = 0.98
 
 
@@ -86,8 +86,9 @@ def _update(model, opt, batch, step: int, args: argparse.Namespace, mask_id: int
     for group in opt.param_groups:
         group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
     gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+    block = None if batch.block_start is None else (batch.block_start, batch.block_end)
     loss = masked_diffusion_loss(
-        model, batch.ids, batch.is_response, mask_id, gen, args.prefix_share
+        model, batch.ids, batch.is_response, mask_id, gen, args.prefix_share, block
     )
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -114,7 +115,8 @@ def train(args: argparse.Namespace) -> None:
     with open(out / "train_log.jsonl", "a") as log:
         for step in bar:
             progress = step / args.steps
-            batch = make_batch(args.seed, step, progress, tokenizer, args.batch_tokens, held_out)
+            batch = make_batch(args.seed, step, progress, tokenizer, args.batch_tokens, held_out,
+                               args.block_share, args.block_length)  # fmt: skip
             loss = _update(model, opt, batch, step, args, tokenizer.mask_token_id)
             ema = loss if ema is None else EMA * ema + (1 - EMA) * loss
             bar.set_postfix(loss=f"{ema:.3f}", canvas=batch.canvas)
@@ -150,6 +152,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1.5e-3)
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--prefix-share", type=float, default=0.5)
+    p.add_argument(
+        "--block-share", type=float, default=0.75,
+        help="share of batches in the block sampler's state (objective.py)",
+    )  # fmt: skip
+    p.add_argument("--block-length", type=int, default=32, help="the sampler's block length")
     p.add_argument("--d-model", type=int, default=256)
     p.add_argument("--n-layers", type=int, default=6)
     p.add_argument(

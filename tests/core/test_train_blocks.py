@@ -1,0 +1,71 @@
+"""Block batches: each sequence in the semi-autoregressive sampler's state, nothing after its block
+shown, the loss on the block alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vllm_elastic.core.config import LLaDAConfig
+from vllm_elastic.core.model import LLaDAModel
+from vllm_elastic.train.batches import make_batch
+from vllm_elastic.train.bpe import build_tokenizer
+from vllm_elastic.train.objective import block_noise, masked_diffusion_loss
+
+BLOCK = 32
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer(seed=0)
+
+
+def test_block_batches_end_after_their_block(tokenizer):
+    plain = make_batch(0, 5, 1.0, tokenizer, 6144, set())
+    assert plain.block_start is None
+    for step in range(8):
+        batch = make_batch(0, step, 1.0, tokenizer, 6144, set(), block_share=1.0)
+        again = make_batch(0, step, 1.0, tokenizer, 6144, set(), block_share=1.0)
+        assert torch.equal(batch.ids, again.ids)  # a pure function of (seed, step)
+        assert torch.equal(batch.block_start, again.block_start)
+        prompt_len = (~batch.is_response).sum(1)  # [B]
+        size = batch.block_end - batch.block_start  # [B]
+        assert (batch.block_start >= prompt_len).all()
+        assert ((size >= 1) & (size <= BLOCK)).all()
+        assert (batch.block_end <= prompt_len + batch.canvas).all()
+        answer_len = (batch.ids != tokenizer.eos_token_id).sum(1) - prompt_len  # [B]
+        assert (batch.block_start <= prompt_len + answer_len).all()  # the block meets the answer
+        assert batch.ids.numel() <= 6144 or batch.ids.shape[0] == 1
+
+
+def test_block_noise_hides_what_follows_the_block():
+    gen = torch.Generator().manual_seed(0)
+    start = torch.tensor([10, 20, 5, 12] * 16)  # [B]
+    end = start + BLOCK
+    masked, hidden, t = block_noise(80, start, end, gen)
+    pos = torch.arange(80)[None, :]
+    in_block = (pos >= start[:, None]) & (pos < end[:, None])
+    assert not (masked & ~in_block).any() and masked.any()
+    assert torch.equal(hidden, masked | (pos >= end[:, None]))
+    assert not hidden[pos.expand_as(hidden) < start[:, None]].any()  # the prefix stays clean
+    assert ((t > 0) & (t <= 1)).all()
+
+
+def test_block_loss_ignores_what_follows_the_block(tokenizer):
+    """Tokens after the block can be anything: they are masked, so the loss cannot see them."""
+    cfg = LLaDAConfig(d_model=32, n_heads=2, n_kv_heads=2, n_layers=1, mlp_hidden_size=64,
+                      vocab_size=len(tokenizer), embedding_size=len(tokenizer),
+                      max_sequence_length=1024, mask_token_id=tokenizer.mask_token_id)  # fmt: skip
+    torch.manual_seed(0)
+    model = LLaDAModel(cfg)
+    batch = make_batch(0, 3, 1.0, tokenizer, 2048, set(), block_share=1.0)
+    block = (batch.block_start, batch.block_end)
+    losses = []
+    for fill in (tokenizer.eos_token_id, 7):
+        ids = batch.ids.clone()
+        ids[torch.arange(ids.shape[1])[None, :] >= batch.block_end[:, None]] = fill
+        gen = torch.Generator().manual_seed(1)
+        losses.append(masked_diffusion_loss(model, ids, batch.is_response,
+                                            tokenizer.mask_token_id, gen, 0.0, block))  # fmt: skip
+    assert torch.isfinite(losses[0]) and losses[0] > 0
+    torch.testing.assert_close(losses[0], losses[1], rtol=0, atol=0)
