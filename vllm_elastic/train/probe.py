@@ -5,9 +5,13 @@
 For each problem the reference answer is laid out after the prompt, padded with EOS to the canvas.
 For one line at a time, that line and everything after it are masked (what the sampler sees when it
 reaches the line; a visible next line would give the answer away), and one forward pass and the
-argmax fill the line in, all its tokens at once. A line counts when every token is right. ``story`` also gets a result-only probe (just the digits
-after ``=``), which separates the arithmetic from copying. Whole answers under the sampler are
-``curve.py``'s job; this says where the errors are long before whole answers come out right.
+argmax fill the line in, all its tokens at once. A line counts when every token is right.
+``story`` also gets result-only probes (just the digits after ``=``), which separate the
+arithmetic from copying: ``story_results`` with everything after the result masked too, as the
+sampler sees it, and ``story_results_next_visible`` with only the result masked. A model that
+reads each result off the next step's left operand scores high on the second, low on the first.
+Whole answers under the sampler are ``curve.py``'s job; this says where the errors are long before
+whole answers come out right.
 """
 
 from __future__ import annotations
@@ -43,7 +47,10 @@ def _spans(tokenizer, answer: str, result_only: bool) -> list[list[int]]:
 
 
 @torch.no_grad()
-def probe(model, tokenizer, family: str, canvas: int, problems: int, result_only: bool) -> float:
+def probe(
+    model, tokenizer, family: str, canvas: int, problems: int, result_only: bool, tail: bool = True
+) -> float:
+    """Share of spans filled in right; ``tail``: everything after the span is masked too."""
     rng = random.Random(PROBE_SEED)
     right = total = 0
     for _ in range(problems):
@@ -54,7 +61,10 @@ def probe(model, tokenizer, family: str, canvas: int, problems: int, result_only
         spans = _spans(tokenizer, problem["response"], result_only)
         batch = ids.repeat(len(spans), 1)  # [S, T] one masked line (and what follows) per row
         for row, span in enumerate(spans):
-            batch[row, len(prompt) + span[0] :] = tokenizer.mask_token_id
+            if tail:
+                batch[row, len(prompt) + span[0] :] = tokenizer.mask_token_id
+            else:
+                batch[row, [len(prompt) + i for i in span]] = tokenizer.mask_token_id
         guess = model(batch).argmax(-1)  # [S, T]
         for row, span in enumerate(spans):
             cols = [len(prompt) + i for i in span]
@@ -76,6 +86,9 @@ def main() -> None:
     for family in SIZED_FAMILIES:
         row[f"{family}_lines"] = probe(model, tokenizer, family, args.canvas, args.problems, False)
     row["story_results"] = probe(model, tokenizer, "story", args.canvas, args.problems, True)
+    row["story_results_next_visible"] = probe(
+        model, tokenizer, "story", args.canvas, args.problems, True, tail=False
+    )
     print(json.dumps(row))
 
 
