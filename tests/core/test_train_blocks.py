@@ -23,36 +23,51 @@ def tokenizer():
 def test_block_batches_end_after_their_block(tokenizer):
     plain = make_batch(0, 5, 1.0, tokenizer, 6144, set())
     assert plain.block_start is None
+    drills = 0
     for step in range(8):
         batch = make_batch(0, step, 1.0, tokenizer, 6144, set(), block_share=1.0)
         again = make_batch(0, step, 1.0, tokenizer, 6144, set(), block_share=1.0)
         assert torch.equal(batch.ids, again.ids)  # a pure function of (seed, step)
         assert torch.equal(batch.block_start, again.block_start)
-        prompt_len = (~batch.is_response).sum(1)  # [B]
-        size = batch.block_end - batch.block_start  # [B]
-        assert (batch.block_start >= prompt_len).all()
-        assert ((size >= 1) & (size <= BLOCK)).all()
-        assert (batch.block_end <= prompt_len + batch.canvas).all()
-        answer_len = (batch.ids != tokenizer.eos_token_id).sum(1) - prompt_len  # [B]
-        assert (batch.block_start <= prompt_len + answer_len).all()  # the block meets the answer
         assert batch.ids.numel() <= 6144 or batch.ids.shape[0] == 1
+        for row in range(batch.ids.shape[0]):
+            maskable = batch.is_response[row]  # [T]
+            start, end = int(batch.block_start[row]), int(batch.block_end[row])
+            first = int(maskable.float().argmax())
+            if maskable[-1]:  # a test-bed answer: the answer, its EOS padding, one block in it
+                prompt_len = first
+                answer_len = int((batch.ids[row, prompt_len:] != tokenizer.eos_token_id).sum())
+                assert prompt_len <= start <= prompt_len + answer_len
+                assert 1 <= end - start <= BLOCK and end <= prompt_len + batch.canvas
+                assert maskable[prompt_len:].all()
+            else:  # the drill: its results alone are maskable, its block the whole answer
+                drills += 1
+                assert start < first and end == start + batch.canvas
+                text = tokenizer.decode(batch.ids[row, maskable])
+                assert text.strip().isdigit() or text.replace(" ", "").isdigit()
+    assert drills > 0
 
 
 def test_block_noise_hides_what_follows_the_block():
     gen = torch.Generator().manual_seed(0)
     start = torch.tensor([10, 20, 5, 12] * 16)  # [B]
     end = start + BLOCK
-    masked, hidden, t = block_noise(80, start, end, gen)
+    maskable = torch.zeros(64, 80, dtype=torch.bool)
+    maskable[:, 5:] = True
+    maskable[::4, 60:] = False  # a drill's given text: never masked, never hidden
+    masked, hidden, t = block_noise(maskable, start, end, gen)
     pos = torch.arange(80)[None, :]
     in_block = (pos >= start[:, None]) & (pos < end[:, None])
     assert not (masked & ~in_block).any() and masked.any()
-    assert torch.equal(hidden, masked | (pos >= end[:, None]))
+    assert torch.equal(hidden, masked | (maskable & (pos >= end[:, None])))
+    assert not (hidden & ~maskable).any()
     assert not hidden[pos.expand_as(hidden) < start[:, None]].any()  # the prefix stays clean
     assert ((t > 0) & (t <= 1)).all()
 
 
 def test_block_loss_ignores_what_follows_the_block(tokenizer):
-    """Tokens after the block can be anything: they are masked, so the loss cannot see them."""
+    """Maskable tokens after the block can be anything: they are hidden, so the loss cannot see
+    them."""
     cfg = LLaDAConfig(d_model=32, n_heads=2, n_kv_heads=2, n_layers=1, mlp_hidden_size=64,
                       vocab_size=len(tokenizer), embedding_size=len(tokenizer),
                       max_sequence_length=1024, mask_token_id=tokenizer.mask_token_id)  # fmt: skip
@@ -63,7 +78,8 @@ def test_block_loss_ignores_what_follows_the_block(tokenizer):
     losses = []
     for fill in (tokenizer.eos_token_id, 7):
         ids = batch.ids.clone()
-        ids[torch.arange(ids.shape[1])[None, :] >= batch.block_end[:, None]] = fill
+        after = torch.arange(ids.shape[1])[None, :] >= batch.block_end[:, None]  # [B, T]
+        ids[after & batch.is_response] = fill
         gen = torch.Generator().manual_seed(1)
         losses.append(masked_diffusion_loss(model, ids, batch.is_response,
                                             tokenizer.mask_token_id, gen, 0.0, block))  # fmt: skip

@@ -8,7 +8,8 @@ moves weight from short to long canvases as training goes on; short ones stay in
 
 A block batch (a ``block_share`` of the batches) also marks in each sequence one block of
 ``block_length`` positions, starting at a uniformly drawn point of the answer (its end included):
-the objective decodes that block with everything after it masked, as the sampler does.
+the objective decodes that block with everything after it masked, as the sampler does. A problem
+with ``fill`` spans (the ``sums`` drill) has them alone maskable, and its block is its whole answer.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ CURRICULUM = (
 @dataclass(slots=True)
 class Batch:
     ids: torch.Tensor  # [B, T] prompt, answer, EOS padding to the canvas
-    is_response: torch.Tensor  # [B, T] True on the answer and its EOS padding
+    is_response: torch.Tensor  # [B, T] what the objective may mask: the answer and its EOS padding,
+    # or, for a problem with ``fill`` spans (a drill), those spans alone
     canvas: int
     answer_tokens: int  # answer tokens in the batch, EOS padding excluded
     block_start: torch.Tensor | None = None  # [B] first block position (block batches only)
@@ -81,7 +83,7 @@ def make_batch(
     canvas = rng.choices(list(weights), list(weights.values()))[0]
     blocks = rng.random() < block_share
     eos = tokenizer.eos_token_id
-    rows: list[tuple[list[int], list[int], int]] = []  # prompt, answer, block start in the answer
+    rows: list[tuple] = []  # (prompt, answer, block start in the answer, fill tokens or None)
     while True:  # grow the batch until the next sequence would pass the budget
         (problem,) = sample_problems(rng, canvas, 1, held_out)
         prompt = encode_prompt(tokenizer, problem["prompt"], chat=rng.random() < CHAT_SHARE)
@@ -91,22 +93,38 @@ def make_batch(
                 f"a {problem['task']} answer of {len(answer)} tokens overflows {canvas}"
             )
         cut = rng.randint(0, len(answer)) if blocks else 0
-        candidate = rows + [(prompt, answer, cut)]
-        width = max(len(p) for p, _, _ in candidate) + canvas
+        candidate = rows + [(prompt, answer, cut, _fill_tokens(tokenizer, problem))]
+        width = max(len(p) for p, _, _, _ in candidate) + canvas
         if rows and width * len(candidate) > token_budget:
             break
         rows = candidate
-    width = max(len(p) for p, _, _ in rows) + canvas
+    width = max(len(p) for p, _, _, _ in rows) + canvas
     ids = torch.full((len(rows), width), eos, dtype=torch.long)  # [B, T]
     is_response = torch.zeros(len(rows), width, dtype=torch.bool)  # [B, T]
-    for i, (p, a, _) in enumerate(rows):
+    for i, (p, a, _, fill) in enumerate(rows):
         ids[i, : len(p)] = torch.tensor(p)
         ids[i, len(p) : len(p) + len(a)] = torch.tensor(a)
-        is_response[i, len(p) :] = True
-    batch = Batch(ids, is_response, canvas, sum(len(a) for _, a, _ in rows))
+        if fill is None:
+            is_response[i, len(p) :] = True
+        else:
+            is_response[i, len(p) : len(p) + len(a)] = torch.tensor(fill)
+    batch = Batch(ids, is_response, canvas, sum(len(a) for _, a, _, _ in rows))
     if blocks:
-        batch.block_start = torch.tensor([len(p) + cut for p, _, cut in rows])  # [B]
-        batch.block_end = torch.tensor(
-            [len(p) + min(cut + block_length, canvas) for p, _, cut in rows]
+        whole = [fill is not None for _, _, _, fill in rows]
+        batch.block_start = torch.tensor(
+            [len(p) + (0 if w else cut) for (p, _, cut, _), w in zip(rows, whole)]
         )  # [B]
+        batch.block_end = torch.tensor(
+            [len(p) + (canvas if w else min(cut + block_length, canvas))
+             for (p, _, cut, _), w in zip(rows, whole)]
+        )  # [B] fmt: skip
     return batch
+
+
+def _fill_tokens(tokenizer, problem: dict) -> list[bool] | None:
+    """Per answer token, whether it starts inside one of the problem's ``fill`` spans (None: the
+    problem has none, the whole answer is maskable)."""
+    if "fill" not in problem:
+        return None
+    enc = tokenizer(problem["response"], add_special_tokens=False, return_offsets_mapping=True)
+    return [any(lo <= a < hi for lo, hi in problem["fill"]) for a, _ in enc["offset_mapping"]]

@@ -48,15 +48,17 @@ def noise(
 
 
 def block_noise(
-    width: int, block_start: torch.Tensor, block_end: torch.Tensor, gen: torch.Generator
+    maskable: torch.Tensor, block_start: torch.Tensor, block_end: torch.Tensor,
+    gen: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """block_start, block_end: [B]. masked [B, T] (the block's positions to predict), hidden
-    [B, T] (masked and everything after the block) and t [B, 1]."""
+    """maskable: [B, T]; block_start, block_end: [B]. masked [B, T] (the block's maskable positions
+    to predict), hidden [B, T] (masked and every maskable position after the block), t [B, 1]."""
     t = _mask_ratio(block_start.shape[0], gen)  # [B, 1]
-    positions = torch.arange(width)[None, :]  # [1, T]
+    positions = torch.arange(maskable.shape[1])[None, :]  # [1, T]
     in_block = (positions >= block_start[:, None]) & (positions < block_end[:, None])  # [B, T]
-    masked = in_block & (torch.rand(in_block.shape, generator=gen) < t)  # [B, T]
-    return masked, masked | (positions >= block_end[:, None]), t
+    masked = in_block & maskable & (torch.rand(maskable.shape, generator=gen) < t)  # [B, T]
+    after = maskable & (positions >= block_end[:, None])  # [B, T]
+    return masked, masked | after, t
 
 
 def masked_diffusion_loss(
@@ -68,14 +70,16 @@ def masked_diffusion_loss(
     prefix_share: float = 0.0,
     block: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """ids, is_response: [B, T]; ``block``: (start, end) [B] each for a block batch. The mean over
-    sequences of the 1/t-weighted masked cross-entropy."""
+    """ids, is_response (the maskable positions): [B, T]; ``block``: (start, end) [B] each for a
+    block batch. The mean over sequences of the 1/t-weighted masked cross-entropy."""
     if block is None:
         masked, t = noise(ids, is_response, prefix_share, gen)
         hidden, length = masked, is_response.sum(1, keepdim=True).float()  # [B, T], [B, 1]
     else:
-        masked, hidden, t = block_noise(ids.shape[1], *block, gen)
-        length = (block[1] - block[0])[:, None].float()  # [B, 1]
+        masked, hidden, t = block_noise(is_response, *block, gen)
+        positions = torch.arange(ids.shape[1])[None, :]  # [1, T]
+        in_block = (positions >= block[0][:, None]) & (positions < block[1][:, None])  # [B, T]
+        length = (in_block & is_response).sum(1, keepdim=True).clamp_min(1).float()  # [B, 1]
     noisy = torch.where(hidden, torch.full_like(ids, mask_id), ids)  # [B, T]
     logits = model(noisy)  # [B, T, V]
     token_loss = F.cross_entropy(logits[masked], ids[masked], reduction="none")  # [M]
