@@ -74,6 +74,7 @@ def forward_step(
     num_layers = model.num_layers
     probes = _ProbeState(batch, num_layers, device)
     lay = batch.layout(batch.all_rows, 0)
+    cos, sin = model.rotary(lay.pos)  # [T, 1, dh] (the rows change only where a refresh starts)
     h = model.embed(batch.ids)  # [T, d]
     rows_computed = np.zeros(batch.num_seqs, dtype=np.int64)
     for layer, block in enumerate(model.blocks):
@@ -83,8 +84,8 @@ def forward_step(
             new = batch.layout(target, layer)
             h = _relayout(h, pages.inputs[layer], batch.relayout(lay, new), new)
             lay = new
+            cos, sin = model.rotary(lay.pos)  # [T, 1, dh]
         rows_computed += lay.counts
-        cos, sin = model.rotary(lay.pos)  # [T, dh]
         q, k, v = block.project_qkv(h, cos, sin)  # [T, H, dh], [T, Hkv, dh] (this rank's heads)
         testing = probes.testing(layer)  # bool [R] (device)
         prev_q = probes.previous_queries(pages, layer, q)  # [R, K, H, dh]

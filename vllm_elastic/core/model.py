@@ -25,9 +25,18 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # NOTE: computed in float32 as LLaDA does, then cast back.
-        xf = x.float()
+        xf = _as_float32(x)
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (xf * self.weight.float()).to(x.dtype)
+        return _as_dtype(xf * _as_float32(self.weight), x.dtype)
+
+
+def _as_float32(x: torch.Tensor) -> torch.Tensor:
+    # A no-op ``.float()`` is still one dispatched op; a decode step runs this a few times a layer.
+    return x if x.dtype == torch.float32 else x.float()
+
+
+def _as_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return x if x.dtype == dtype else x.to(dtype)
 
 
 class Rotary(nn.Module):
@@ -39,17 +48,18 @@ class Rotary(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """positions [T] -> cos, sin [T, 1, dh] (shaped to broadcast over the heads)."""
         freqs = positions.float()[:, None] * self.inv_freq[None, :]  # [T, dh/2]
-        emb = torch.cat([freqs, freqs], dim=-1)  # [T, dh]
+        emb = torch.cat([freqs, freqs], dim=-1)[:, None, :]  # [T, 1, dh]
         return emb.cos(), emb.sin()
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: [..., T, H, dh]; cos/sin: [T, dh]."""
-    x1, x2 = x.float().chunk(2, dim=-1)
+    """x: [..., T, H, dh]; cos/sin: [T, 1, dh] (``Rotary``'s tables)."""
+    xf = _as_float32(x)
+    x1, x2 = xf.chunk(2, dim=-1)
     rotated = torch.cat([-x2, x1], dim=-1)  # [..., T, H, dh]
-    out = x.float() * cos[:, None, :] + rotated * sin[:, None, :]
-    return out.to(x.dtype)
+    return _as_dtype(xf * cos + rotated * sin, x.dtype)
 
 
 class LLaDABlock(nn.Module):
@@ -131,7 +141,7 @@ class LLaDAModel(LLaDAStack, nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """No-cache bidirectional pass. ids: [B, T] -> logits [B, T, V] (float32)."""
         positions = torch.arange(ids.shape[-1], device=ids.device)
-        cos, sin = self.rotary(positions)  # [T, dh]
+        cos, sin = self.rotary(positions)  # [T, 1, dh]
         h = self.embed(ids)  # [B, T, d]
         for block in self.blocks:
             q, k, v = block.project_qkv(h, cos, sin)

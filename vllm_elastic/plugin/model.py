@@ -186,7 +186,7 @@ class LLaDAForDiffusionLM(LLaDAStack, nn.Module):
     ) -> torch.Tensor:
         """input_ids, positions: [T] -> hidden states [T, d] (see the module docstring)."""
         h = self.embed(input_ids) if inputs_embeds is None else inputs_embeds  # [T, d]
-        cos, sin = self.rotary(positions)  # [T, dh]
+        cos, sin = self.rotary(positions)  # [T, 1, dh]
         for block in self.blocks:
             h = block(h, cos, sin)
         return h
