@@ -85,3 +85,19 @@ def test_block_loss_ignores_what_follows_the_block(tokenizer):
                                             tokenizer.mask_token_id, gen, 0.0, block))  # fmt: skip
     assert torch.isfinite(losses[0]) and losses[0] > 0
     torch.testing.assert_close(losses[0], losses[1], rtol=0, atol=0)
+
+
+def test_the_drill_masks_its_results_alone(tokenizer):
+    """In a uniform batch too, a sums row's maskable positions are its results: every result
+    token and nothing else (the operands and the EOS padding stay given)."""
+    seen = 0
+    for step in range(6):
+        batch = make_batch(1, step, 0.0, tokenizer, 6144, set())
+        for row in range(batch.ids.shape[0]):
+            text = tokenizer.decode(batch.ids[row], skip_special_tokens=True)
+            if "Work out each line:" not in text:
+                continue
+            seen += 1
+            results = [line.split(" = ")[1] for line in text.splitlines() if " = " in line]
+            assert tokenizer.decode(batch.ids[row, batch.is_response[row]]) == "".join(results)
+    assert seen > 0
