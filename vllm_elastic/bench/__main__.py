@@ -72,12 +72,19 @@ def _parallel(args) -> dict:
     return {"tensor_parallel_size": args.tensor_parallel_size, "distributed_executor_backend": "mp"}
 
 
+def task_label(args, problems: list[dict]) -> str:
+    """The family the rows were scored as: ``--task``, or the ``task`` of ``--data``'s rows."""
+    tasks = sorted({str(p.get("task", args.task)) for p in problems}) if args.data else [args.task]
+    return ",".join(tasks)
+
+
 def run_row(engine, method, concurrency, args, run, problems) -> dict:
     settings = settings_from_args(args, method, args.gen_length)
     res = run(problems, settings, concurrency, not args.raw_prompt, f"{method}@{args.gen_length}")
     return {
         "engine": engine, "method": method, "gen_length": args.gen_length,
-        "num_prompts": len(problems), "concurrency": concurrency, "task": args.task,
+        "num_prompts": len(problems), "concurrency": concurrency,
+        "task": task_label(args, problems),
         "accuracy": res.accuracy, "output_tokens": res.output_tokens, "wall_s": res.wall_s,
         "tokens_per_s": res.output_tokens / res.wall_s if res.wall_s else 0.0,
         "nfe_mean": sum(res.nfe) / max(1, len(res.nfe)),
@@ -99,7 +106,7 @@ def server_rows(args, methods, concurrencies, problems, parser) -> list[dict]:
     chat = not args.raw_prompt
     runs = [
         {**bench.row(problems, settings_from_args(args, m, args.gen_length), c, chat),
-         "task": args.task if args.data is None else args.data}
+         "task": task_label(args, problems)}
         for m in methods
         for c in concurrencies
     ]
