@@ -8,6 +8,9 @@ cross-entropy on masked positions weighted by 1/t, divided by the response lengt
 clean, i.e. the prompt/response boundary moves right, as in LLaDA's multi-turn SFT where earlier
 turns are prompt.
 
+The maskable positions (``is_response``) are the response, or for a drill the spans it asks for
+(``batches.py``): the rest of a drill's answer is given, like its prompt.
+
 Block batches (``Batch.block_start`` set) put every sequence in the state the semi-autoregressive
 sampler decodes from: the response before the block clean, the block masked with probability t,
 everything after it masked. Uniform masking leaves most of a line's neighbours visible, and a
