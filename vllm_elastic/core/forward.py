@@ -154,8 +154,18 @@ class _ProbeState:
         self.over_heads = dev(np.array([pr.cosine_over_heads if pr else True for pr in probes]))
         self.track_num = dev(np.array([pr.track_num if pr else 0 for pr in probes]))
         self.still_masked = batch.still_masked() if self.any_probe else None
-        self.key_valid = torch.arange(batch.max_len, device=device)[None] < batch.seq_lens[:, None]
-        self.tracked_valid = dev(batch.tracked_pos >= 0)  # [R, K]
+        # masks the statistics need at every layer, fixed for the step (none without a probe)
+        self.key_invalid = self.kept = self.pair_invalid = self.pair_count = None
+        if self.any_probe:
+            key_valid = torch.arange(batch.max_len, device=device)[None] < batch.seq_lens[:, None]
+            self.key_invalid = ~key_valid  # [R, N]
+            width = min(batch.track_num, batch.max_len)
+            self.kept = torch.arange(width, device=device)[None, :] < self.track_num[:, None]
+        if self.any_tested:
+            tracked_valid = dev(batch.tracked_pos >= 0)  # [R, K]
+            pair_valid = tracked_valid[:, :, None] & key_valid[:, None, :]  # [R, K, N]
+            self.pair_invalid = ~pair_valid
+            self.pair_count = pair_valid.sum((1, 2)).clamp_min(1)  # [R]
         self.refresh_from = dev(batch.refresh_from)  # [R] lowered by immediate triggers
         self.deferred_from = torch.full((r,), num_layers, dtype=torch.long, device=device)
         self.attended = torch.full(
@@ -192,13 +202,13 @@ class _ProbeState:
         mass, heads_part, keys_part = flat.split(sizes)
         mass = mass.view(self.batch.num_seqs, -1)  # [R, N]
         self.attended[layer] = policy.most_attended_batched(
-            mass, self.still_masked, self.key_valid, self.batch.track_num, self.track_num
+            mass, self.still_masked, self.key_invalid, self.kept
         )
         if not self.any_tested:
             return
         sim = policy.drift_similarity_batched(
             heads_part.view(3, self.batch.num_seqs, -1, self.batch.max_len),
-            keys_part.view(2, -1), self.tracked_valid, self.key_valid, self.over_heads,
+            keys_part.view(2, -1), self.pair_invalid, self.pair_count, self.over_heads,
         )  # [R] float64
         self.similarity[layer] = torch.where(testing, sim, torch.nan)
         fired = testing & (sim < self.gamma)  # [R]

@@ -104,44 +104,41 @@ def mask_attended(score: torch.Tensor, still_masked: torch.Tensor) -> torch.Tens
 
 
 def most_attended_batched(
-    mass: torch.Tensor,
-    still_masked: torch.Tensor,
-    key_valid: torch.Tensor,
-    width: int,
-    track_num: torch.Tensor,
+    mass: torch.Tensor, still_masked: torch.Tensor, key_invalid: torch.Tensor, kept: torch.Tensor
 ) -> torch.Tensor:
-    """``most_attended`` of every sequence at once: the top ``track_num[r]`` keys by window mass,
-    masked keys scoring 0 (as ``mask_attended``) and keys past a sequence's length never chosen.
+    """``most_attended`` of every sequence at once: the top keys by window mass, masked keys
+    scoring 0 (as ``mask_attended``) and keys past a sequence's length never chosen.
 
-    mass: [R, N]; still_masked, key_valid: bool [R, N]; track_num: [R] (0: no probe) -> [R, width]
-    positions, -1 past each sequence's ``track_num``.
+    mass: [R, N]; still_masked, key_invalid: bool [R, N]; kept: bool [R, width], rank < each
+    sequence's ``track_num`` (width = min(the batch's track_num, N)) -> [R, width] positions, -1
+    past each sequence's ``track_num``.
     """
-    if width == 0:
+    if kept.shape[1] == 0:
         return mass.new_zeros(mass.shape[0], 0, dtype=torch.long)
-    score = mask_attended(mass, still_masked).masked_fill(~key_valid, -1.0)  # [R, N]
-    top = torch.topk(score, min(width, score.shape[1]), dim=-1).indices  # [R, width]
-    rank = torch.arange(top.shape[1], device=top.device)[None, :]
-    return torch.where(rank < track_num[:, None], top, -1)
+    score = mask_attended(mass, still_masked).masked_fill(key_invalid, -1.0)  # [R, N]
+    top = torch.topk(score, kept.shape[1], dim=-1).indices  # [R, width]
+    return torch.where(kept, top, -1)
 
 
 def drift_similarity_batched(
     heads_part: torch.Tensor,
     keys_part: torch.Tensor,
-    tracked_valid: torch.Tensor,
-    key_valid: torch.Tensor,
+    pair_invalid: torch.Tensor,
+    pair_count: torch.Tensor,
     over_heads: torch.Tensor,
 ) -> torch.Tensor:
     """``drift_from_partials`` of every sequence at once, from the varlen attention's partials
     summed over all heads.
 
-    heads_part: [3, R, K, N] (a.b, a.a, b.b per tracked row and key); keys_part: [2, R]; valid
-    masks [R, K] and [R, N]; over_heads: bool [R] picks each sequence's cosine -> [R] float64.
+    heads_part: [3, R, K, N] (a.b, a.a, b.b per tracked row and key); keys_part: [2, R];
+    pair_invalid: bool [R, K, N] (no tracked row or no key there) and pair_count: [R] the valid
+    pairs (at least 1), both fixed for a step; over_heads: bool [R] picks each sequence's cosine
+    -> [R] float64.
     """
     ab, aa, bb = heads_part  # each [R, K, N]
     norms = aa.sqrt().clamp_min(COSINE_EPS) * bb.sqrt().clamp_min(COSINE_EPS)
-    valid = tracked_valid[:, :, None] & key_valid[:, None, :]  # [R, K, N]
-    cos = (ab / norms).masked_fill(~valid, 0.0)
-    heads = cos.double().sum((1, 2)) / valid.sum((1, 2)).clamp_min(1)  # [R]
+    cos = (ab / norms).masked_fill(pair_invalid, 0.0)
+    heads = cos.double().sum((1, 2)) / pair_count  # [R]
     keys = keys_part[0].double() / keys_part[1].double().clamp_min(1)  # [R]
     return torch.where(over_heads, heads, keys)
 
