@@ -101,3 +101,18 @@ def test_the_drill_masks_its_results_alone(tokenizer):
             results = [line.split(" = ")[1] for line in text.splitlines() if " = " in line]
             assert tokenizer.decode(batch.ids[row, batch.is_response[row]]) == "".join(results)
     assert seen > 0
+
+
+def test_the_drill_comes_first():
+    """The family curriculum: mostly sums early in a run, every family equally later."""
+    from vllm_elastic.train.batches import batch_rng, sample_problems
+
+    def share(progress):
+        drawn = [p["task"] for s in range(40)
+                 for p in sample_problems(batch_rng(0, s), 256, 10, set(), progress)]  # fmt: skip
+        return drawn.count("sums") / len(drawn), set(drawn)
+
+    early, families = share(0.0)
+    late, _ = share(0.5)
+    assert 0.45 < early < 0.65 and 0.15 < late < 0.35
+    assert families == {"story", "program", "listing", "sums"}
