@@ -161,11 +161,11 @@ class _ProbeState:
             self.key_invalid = ~key_valid  # [R, N]
             width = min(batch.track_num, batch.max_len)
             self.kept = torch.arange(width, device=device)[None, :] < self.track_num[:, None]
-        if self.any_tested:
-            tracked_valid = dev(batch.tracked_pos >= 0)  # [R, K]
-            pair_valid = tracked_valid[:, :, None] & key_valid[:, None, :]  # [R, K, N]
-            self.pair_invalid = ~pair_valid
-            self.pair_count = pair_valid.sum((1, 2)).clamp_min(1)  # [R]
+            if self.any_tested:
+                tracked_valid = dev(batch.tracked_pos >= 0)  # [R, K]
+                pair_valid = tracked_valid[:, :, None] & key_valid[:, None, :]  # [R, K, N]
+                self.pair_invalid = ~pair_valid
+                self.pair_count = pair_valid.sum((1, 2)).clamp_min(1)  # [R]
         self.refresh_from = dev(batch.refresh_from)  # [R] lowered by immediate triggers
         self.deferred_from = torch.full((r,), num_layers, dtype=torch.long, device=device)
         self.attended = torch.full(
