@@ -8,7 +8,7 @@ import torch
 
 from vllm_elastic.core.config import LLaDAConfig
 from vllm_elastic.core.model import LLaDAModel
-from vllm_elastic.train.batches import make_batch
+from vllm_elastic.train.batches import batch_rng, make_batch, sample_problems
 from vllm_elastic.train.bpe import build_tokenizer
 from vllm_elastic.train.objective import block_noise, masked_diffusion_loss
 
@@ -55,7 +55,7 @@ def test_block_noise_hides_what_follows_the_block():
     maskable = torch.zeros(64, 80, dtype=torch.bool)
     maskable[:, 5:] = True
     maskable[::4, 60:] = False  # a drill's given text: never masked, never hidden
-    masked, hidden, t = block_noise(maskable, start, end, gen)
+    masked, hidden, t, length = block_noise(maskable, start, end, gen)
     pos = torch.arange(80)[None, :]
     in_block = (pos >= start[:, None]) & (pos < end[:, None])
     assert not (masked & ~in_block).any() and masked.any()
@@ -63,6 +63,7 @@ def test_block_noise_hides_what_follows_the_block():
     assert not (hidden & ~maskable).any()
     assert not hidden[pos.expand_as(hidden) < start[:, None]].any()  # the prefix stays clean
     assert ((t > 0) & (t <= 1)).all()
+    assert torch.equal(length[:, 0], (maskable & in_block).sum(1).float())
 
 
 def test_block_loss_ignores_what_follows_the_block(tokenizer):
@@ -105,7 +106,6 @@ def test_the_drill_masks_its_results_alone(tokenizer):
 
 def test_the_drill_comes_first():
     """The family curriculum: mostly sums early in a run, every family equally later."""
-    from vllm_elastic.train.batches import batch_rng, sample_problems
 
     def share(progress):
         drawn = [p["task"] for s in range(40)

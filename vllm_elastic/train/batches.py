@@ -105,13 +105,14 @@ def make_batch(
     while True:  # grow the batch until the next sequence would pass the budget
         (problem,) = sample_problems(rng, canvas, 1, held_out, progress)
         prompt = encode_prompt(tokenizer, problem["prompt"], chat=rng.random() < CHAT_SHARE)
-        answer = tokenizer.encode(problem["response"], add_special_tokens=False)
+        enc = tokenizer(problem["response"], add_special_tokens=False, return_offsets_mapping=True)
+        answer = enc["input_ids"]
         if len(answer) >= canvas:
             raise ValueError(
                 f"a {problem['task']} answer of {len(answer)} tokens overflows {canvas}"
             )
         cut = rng.randint(0, len(answer)) if blocks else 0
-        candidate = rows + [(prompt, answer, cut, _fill_tokens(tokenizer, problem))]
+        candidate = rows + [(prompt, answer, cut, _fill_tokens(problem, enc['offset_mapping']))]
         width = max(len(p) for p, _, _, _ in candidate) + canvas
         if rows and width * len(candidate) > token_budget:
             break
@@ -119,30 +120,28 @@ def make_batch(
     width = max(len(p) for p, _, _, _ in rows) + canvas
     ids = torch.full((len(rows), width), eos, dtype=torch.long)  # [B, T]
     is_response = torch.zeros(len(rows), width, dtype=torch.bool)  # [B, T]
-    for i, (p, a, _, fill) in enumerate(rows):
+    starts, ends = [], []  # each row's block (used by block batches only)
+    for i, (p, a, cut, fill) in enumerate(rows):
         ids[i, : len(p)] = torch.tensor(p)
         ids[i, len(p) : len(p) + len(a)] = torch.tensor(a)
         if fill is None:
             is_response[i, len(p) :] = True
-        else:
+            starts.append(len(p) + cut)
+            ends.append(len(p) + min(cut + block_length, canvas))
+        else:  # a drill: its fill spans alone are maskable, and its block is its whole answer
             is_response[i, len(p) : len(p) + len(a)] = torch.tensor(fill)
+            starts.append(len(p))
+            ends.append(len(p) + canvas)
     batch = Batch(ids, is_response, canvas, sum(len(a) for _, a, _, _ in rows))
     if blocks:
-        whole = [fill is not None for _, _, _, fill in rows]
-        batch.block_start = torch.tensor(
-            [len(p) + (0 if w else cut) for (p, _, cut, _), w in zip(rows, whole)]
-        )  # [B]
-        batch.block_end = torch.tensor(
-            [len(p) + (canvas if w else min(cut + block_length, canvas))
-             for (p, _, cut, _), w in zip(rows, whole)]
-        )  # [B] fmt: skip
+        batch.block_start = torch.tensor(starts)  # [B]
+        batch.block_end = torch.tensor(ends)  # [B]
     return batch
 
 
-def _fill_tokens(tokenizer, problem: dict) -> list[bool] | None:
-    """Per answer token, whether it starts inside one of the problem's ``fill`` spans (None: the
-    problem has none, the whole answer is maskable)."""
+def _fill_tokens(problem: dict, offsets: list[tuple[int, int]]) -> list[bool] | None:
+    """Per answer token (its character ``offsets``), whether it starts inside one of the problem's
+    ``fill`` spans (None: the problem has none, the whole answer is maskable)."""
     if "fill" not in problem:
         return None
-    enc = tokenizer(problem["response"], add_special_tokens=False, return_offsets_mapping=True)
-    return [any(lo <= a < hi for lo, hi in problem["fill"]) for a, _ in enc["offset_mapping"]]
+    return [any(lo <= a < hi for lo, hi in problem["fill"]) for a, _ in offsets]

@@ -53,15 +53,17 @@ def noise(
 def block_noise(
     maskable: torch.Tensor, block_start: torch.Tensor, block_end: torch.Tensor,
     gen: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """maskable: [B, T]; block_start, block_end: [B]. masked [B, T] (the block's maskable positions
-    to predict), hidden [B, T] (masked and every maskable position after the block), t [B, 1]."""
+    to predict), hidden [B, T] (masked and every maskable position after the block), t [B, 1] and
+    length [B, 1] (the block's maskable positions, at least 1: the loss's normalizer)."""
     t = _mask_ratio(block_start.shape[0], gen)  # [B, 1]
     positions = torch.arange(maskable.shape[1])[None, :]  # [1, T]
     in_block = (positions >= block_start[:, None]) & (positions < block_end[:, None])  # [B, T]
     masked = in_block & maskable & (torch.rand(maskable.shape, generator=gen) < t)  # [B, T]
     after = maskable & (positions >= block_end[:, None])  # [B, T]
-    return masked, masked | after, t
+    length = (in_block & maskable).sum(1, keepdim=True).clamp_min(1).float()  # [B, 1]
+    return masked, masked | after, t, length
 
 
 def masked_diffusion_loss(
@@ -79,10 +81,7 @@ def masked_diffusion_loss(
         masked, t = noise(ids, is_response, prefix_share, gen)
         hidden, length = masked, is_response.sum(1, keepdim=True).float()  # [B, T], [B, 1]
     else:
-        masked, hidden, t = block_noise(is_response, *block, gen)
-        positions = torch.arange(ids.shape[1])[None, :]  # [1, T]
-        in_block = (positions >= block[0][:, None]) & (positions < block[1][:, None])  # [B, T]
-        length = (in_block & is_response).sum(1, keepdim=True).clamp_min(1).float()  # [B, 1]
+        masked, hidden, t, length = block_noise(is_response, *block, gen)
     noisy = torch.where(hidden, torch.full_like(ids, mask_id), ids)  # [B, T]
     logits = model(noisy)  # [B, T, V]
     token_loss = F.cross_entropy(logits[masked], ids[masked], reduction="none")  # [M]
