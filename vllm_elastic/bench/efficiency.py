@@ -6,9 +6,15 @@
 For each method and concurrency C, the layer-rows per second the plugin computes (the runner's own
 per-request ``rows_computed`` summed over a run of the held-out prompts, at most C in flight, over
 the run's wall time) divided by the layer-rows per second of one bare no-cache forward of the same
-model at batch C on canvases of the same length, timed in the same process after the engine runs.
-1.0: the engine runs at the speed of plain packed compute; the gap is the engine's overhead (host
-work, syncs, padding, per-request loops).
+model at batch C on canvases of the same length, timed after the engine runs inside the engine's
+own worker process. 1.0: the engine runs at the speed of plain packed compute; the gap is the
+engine's overhead (host work, syncs, padding, per-request loops).
+
+The bare forward runs in the worker because that is where the engine's compute runs, with the
+threads and cores vLLM gave it: on the CPU, vLLM binds the worker's OpenMP threads to all cores but
+one per worker, which it reserves for the engine's other processes (``VLLM_CPU_NUM_OF_RESERVED_CPU``
+changes that). On two cores the worker computes on one; a bare forward timed in the bench's own
+process would use both and halve every ratio. Each row reports both processes' thread counts.
 
 ``--ar-reference``: stock vLLM serving an autoregressive Llama of the same shape (random weights,
 written with transformers into a temporary folder) at the same concurrencies and output lengths, as
@@ -31,11 +37,12 @@ from ..tasks import load_jsonl
 from ..tasks.prompting import encode_prompt
 from .vllm_engine import DEFAULT_CPU_KV_GIB, VLLMBench
 
-TIMED_FORWARDS = 3  # the bare forward is timed this many times; the median counts
 
-
-def engine_rows(model_dir: str, prompts, methods, concurrencies, gen_length: int) -> list[dict]:
-    """Layer-rows per second and tokens per second of the plugin, per method and concurrency."""
+def engine_rows(
+    model_dir: str, prompts, methods, concurrencies, gen_length: int, bare_length: int
+) -> tuple[list[dict], dict]:
+    """Layer-rows and tokens of the plugin per method and concurrency, then the bare forward's
+    layer-rows per second at each concurrency, timed in the engine's worker."""
     from vllm import SamplingParams
 
     from ..plugin.stats import request_stats
@@ -60,21 +67,9 @@ def engine_rows(model_dir: str, prompts, methods, concurrencies, gen_length: int
                 "layer_rows": sum(s["rows_computed"] for s in stats if s),
                 "tokens": sum(len(o.outputs[0].token_ids) for o in outs),
             })
+    (bare, *_) = llm.collective_rpc("elastic_bare_rows_per_s", args=(concurrencies, bare_length))
     del llm
-    return rows
-
-
-def bare_rows_per_s(model, batch: int, length: int) -> float:
-    """Layer-rows per second of one no-cache forward at [batch, length] (median of a few)."""
-    ids = torch.randint(3, model.config.vocab_size, (batch, length))
-    times = []
-    with torch.inference_mode():
-        model(ids)  # warm
-        for _ in range(TIMED_FORWARDS):
-            start = time.perf_counter()
-            model(ids)
-            times.append(time.perf_counter() - start)
-    return batch * length * model.num_layers / sorted(times)[len(times) // 2]
+    return rows, bare
 
 
 def ar_reference(model_cfg, concurrencies, num_prompts: int, gen_length: int, prompt_len: int):
@@ -125,15 +120,16 @@ def main(argv: list[str] | None = None) -> int:
     problems = load_jsonl(args.data)[: args.num_prompts]
     prompts = [encode_prompt(tokenizer, p["prompt"]) for p in problems]
     concurrencies = [int(c) for c in args.concurrency.split(",")]
-    rows = engine_rows(args.model, prompts, args.methods.split(","), concurrencies,
-                       args.gen_length)
     length = round(sum(map(len, prompts)) / len(prompts)) + args.gen_length
-    bare = {c: bare_rows_per_s(model, c, length) for c in concurrencies}
+    rows, bare = engine_rows(args.model, prompts, args.methods.split(","), concurrencies,
+                             args.gen_length, length)  # fmt: skip
     for r in rows:
         r["rows_per_s"] = r["layer_rows"] / r["wall_s"]
         r["tokens_per_s"] = r["tokens"] / r["wall_s"]
-        r["bare_rows_per_s"] = bare[r["concurrency"]]
+        r["bare_rows_per_s"] = bare["rows_per_s"][r["concurrency"]]
         r["efficiency"] = r["rows_per_s"] / r["bare_rows_per_s"]
+        r["worker_threads"] = bare["threads"]
+        r["bench_threads"] = torch.get_num_threads()
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}))
     if args.ar_reference:
         plen = round(sum(map(len, prompts)) / len(prompts))

@@ -40,6 +40,17 @@ class ElasticWorkerMixin:
     def elastic_step_counts(self) -> list[dict]:
         return list(self.model_runner.step_counts)
 
+    def elastic_bare_rows_per_s(self, batches: list[int], length: int) -> dict:
+        """The layer-rows per second of a bare no-cache forward of the served checkpoint at each
+        batch of ``length``-token canvases (``core/bare_forward.py``), timed here: on the threads
+        and cores vLLM bound this worker to, as the engine's own steps (``bench/efficiency.py``)."""
+        from ..core.bare_forward import bare_rows_per_s
+        from ..core.checkpoint import load_model
+
+        model = load_model(self.model_config.model)
+        rows = {b: bare_rows_per_s(model, b, length) for b in batches}
+        return {"threads": torch.get_num_threads(), "rows_per_s": rows}
+
     def elastic_log_booking(self) -> None:
         """From the next step on, record per step what the scheduler booked for each request
         beside the rows its step computes; ``elastic_booking`` returns the record."""
