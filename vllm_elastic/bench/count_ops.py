@@ -3,7 +3,8 @@
   python -m vllm_elastic.bench.count_ops models/llada-tiny --methods llada,fastdllm,elastic \
       --batches 1,4,16,64 --gen-length 256 --json counts.json [--engine vllm]
 
-``--engine core`` (default) counts one ``core.generate.step``; ``--engine vllm`` counts one whole
+``--engine core`` (default) counts one ``core.generate.step`` (``--by-site``: also per package
+function that launched each op); ``--engine vllm`` counts one whole
 engine step of ``vllm.LLM`` with the plugin (the runner's ``execute_model`` and ``sample_tokens``,
 vLLM's own input preparation included), through the worker RPC ``elastic_count_steps``.
 
@@ -27,7 +28,7 @@ PROMPT = (
 WARM_STEPS = 3  # past the first (full) forward and into steady state
 
 
-def count_core_step(model, prompt: list[int], settings, batch: int) -> dict:
+def count_core_step(model, prompt: list[int], settings, batch: int, by_site: bool = False) -> dict:
     """One ``core.generate.step`` of ``batch`` copies of a request, after ``WARM_STEPS`` steps."""
     from ..core.generate import new_state, step
     from ..core.kv_pool import KVPool
@@ -37,7 +38,7 @@ def count_core_step(model, prompt: list[int], settings, batch: int) -> dict:
     for _ in range(WARM_STEPS):
         step(model, states)
     active = sum(not s.done for s in states)
-    counts = counting(lambda: step(model, states))
+    counts = counting(lambda: step(model, states), by_site)
     return {"R": batch, "active": active, **counts.to_dict()}
 
 
@@ -86,7 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     ap.add_argument("--engine", choices=("core", "vllm"), default="core")
     ap.add_argument("--refresh-mode", choices=("immediate", "deferred"), default="immediate")
+    ap.add_argument("--by-site", action="store_true",
+                    help="core engine: also count the ops by the package function launching them")
     args = ap.parse_args(argv)
+    if args.by_site and args.engine != "core":
+        ap.error("--by-site counts the core step only")
     model, tokenizer = load(args.model)
     prompt = encode_prompt(tokenizer, PROMPT)
     batches = [int(r) for r in args.batches.split(",")]
@@ -100,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
 
         def count(settings, batch):
-            return count_core_step(model, prompt, settings, batch)
+            return count_core_step(model, prompt, settings, batch, args.by_site)
 
     report = {"command": " ".join(sys.argv), "engine": args.engine, "methods": {}}
     for method in args.methods.split(","):

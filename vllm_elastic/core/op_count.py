@@ -10,7 +10,9 @@ Syncs counted: ``item``, ``tolist``, ``__bool__``, ``__int__``, ``__float__``, `
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -29,7 +31,24 @@ class _OpMode(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.counts.aten_ops += 1
+        if self.counts.ops_by_site is not None:
+            site = _call_site()
+            self.counts.ops_by_site[site] = self.counts.ops_by_site.get(site, 0) + 1
         return func(*args, **(kwargs or {}))
+
+
+PACKAGE = Path(__file__).resolve().parents[1]  # vllm_elastic/
+
+
+def _call_site() -> str:
+    """``file.py:function`` of the innermost frame of this package that launched the op."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        path = Path(frame.f_code.co_filename)
+        if path.is_relative_to(PACKAGE) and path.name != "op_count.py":
+            return f"{path.relative_to(PACKAGE)}:{frame.f_code.co_name}"
+        frame = frame.f_back
+    return "(outside the package)"
 
 
 class _SyncMode(TorchFunctionMode):
@@ -56,6 +75,7 @@ class OpCounts:
     aten_ops: int = 0
     syncs: int = 0
     syncs_by: dict[str, int] = field(default_factory=dict)
+    ops_by_site: dict[str, int] | None = None  # a dict: also count ops by call site (slower)
     _modes: tuple = ()
 
     def start(self) -> None:
@@ -69,12 +89,15 @@ class OpCounts:
         self._modes = ()
 
     def to_dict(self) -> dict:
-        return {"aten_ops": self.aten_ops, "syncs": self.syncs, "syncs_by": dict(self.syncs_by)}
+        out = {"aten_ops": self.aten_ops, "syncs": self.syncs, "syncs_by": dict(self.syncs_by)}
+        if self.ops_by_site is not None:
+            out["ops_by_site"] = dict(sorted(self.ops_by_site.items(), key=lambda kv: -kv[1]))
+        return out
 
 
-def counting(fn) -> OpCounts:
-    """The counts of one call of ``fn``."""
-    counts = OpCounts()
+def counting(fn, by_site: bool = False) -> OpCounts:
+    """The counts of one call of ``fn`` (``by_site``: also per launching function)."""
+    counts = OpCounts(ops_by_site={} if by_site else None)
     counts.start()
     try:
         fn()
