@@ -78,7 +78,7 @@ def forward_step(
     h = model.embed(batch.ids)  # [T, d]
     rows_computed = np.zeros(batch.num_seqs, dtype=np.int64)
     for layer, block in enumerate(model.blocks):
-        _write(pages.inputs[layer] if pages else None, lay.qx_write, h)
+        lay.qx_write.write(pages.inputs[layer] if pages else None, h)
         target = batch.full_at(layer)
         if (target != lay.full).any():  # a refresh starts here: every row, from the cached inputs
             new = batch.layout(target, layer)
@@ -96,9 +96,9 @@ def forward_step(
             lay.window, lay.tracked if probes.any_tested else lay.tracked[:, :0], prev_q,
         )
         if pages is not None:
-            _write(pages.keys[layer], lay.kv_write, k)
-            _write(pages.values[layer], lay.kv_write, v)
-            _write(pages.queries[layer] if pages.queries else None, lay.qx_write, q)
+            lay.kv_write.write(pages.keys[layer], k)
+            lay.kv_write.write(pages.values[layer], v)
+            lay.qx_write.write(pages.queries[layer] if pages.queries else None, q)
         probes.observe(layer, mass, heads_part, keys_part, testing, reduce)
         h = block.finish(h, o.flatten(-2))
     logits = model.logits(h[lay.logit_index])  # [O, V]
@@ -111,14 +111,6 @@ def forward_step(
         rows_computed=rows_computed,
         similarity=probes.similarity,
     )
-
-
-def _write(page: torch.Tensor | None, cells, rows: torch.Tensor) -> None:
-    """Store rows [T, *] into their cells of one layer's page [nb, heads, bs, dh]."""
-    index, blocks, offsets = cells
-    if page is None or index.numel() == 0:
-        return
-    page[blocks, :, offsets] = rows[index].reshape(index.shape[0], page.shape[1], page.shape[3])
 
 
 def _relayout(h: torch.Tensor, inputs: torch.Tensor, moves, new: Layout) -> torch.Tensor:
@@ -151,7 +143,11 @@ class _ProbeState:
         self.can_test_dev = dev(self.can_test)
         self.defer = dev(~self.immediate & batch.has_probe)
         self.gamma = dev(np.array([pr.gamma if pr else 0.0 for pr in probes], dtype=np.float64))
-        self.over_heads = dev(np.array([pr.cosine_over_heads if pr else True for pr in probes]))
+        over_heads = np.array([pr.cosine_over_heads if pr else True for pr in probes])
+        # one mode for the whole batch (the usual case): only that cosine is computed
+        self.over_heads = bool(over_heads[0]) if (over_heads == over_heads[0]).all() else dev(
+            over_heads
+        )
         self.track_num = dev(np.array([pr.track_num if pr else 0 for pr in probes]))
         self.still_masked = batch.still_masked() if self.any_probe else None
         # masks the statistics need at every layer, fixed for the step (none without a probe)
@@ -197,9 +193,10 @@ class _ProbeState:
         """
         if not self.any_probe:
             return
-        sizes = [mass.numel(), heads_part.numel(), keys_part.numel()]
-        flat = reduce(torch.cat([mass.flatten(), heads_part.flatten(), keys_part.flatten()]))
-        mass, heads_part, keys_part = flat.split(sizes)
+        if reduce is not no_reduce:  # one collective for the three partials
+            sizes = [mass.numel(), heads_part.numel(), keys_part.numel()]
+            flat = reduce(torch.cat([mass.flatten(), heads_part.flatten(), keys_part.flatten()]))
+            mass, heads_part, keys_part = flat.split(sizes)
         mass = mass.view(self.batch.num_seqs, -1)  # [R, N]
         self.attended[layer] = policy.most_attended_batched(
             mass, self.still_masked, self.key_invalid, self.kept

@@ -125,22 +125,25 @@ def drift_similarity_batched(
     keys_part: torch.Tensor,
     pair_invalid: torch.Tensor,
     pair_count: torch.Tensor,
-    over_heads: torch.Tensor,
+    over_heads: torch.Tensor | bool,
 ) -> torch.Tensor:
     """``drift_from_partials`` of every sequence at once, from the varlen attention's partials
     summed over all heads.
 
     heads_part: [3, R, K, N] (a.b, a.a, b.b per tracked row and key); keys_part: [2, R];
     pair_invalid: bool [R, K, N] (no tracked row or no key there) and pair_count: [R] the valid
-    pairs (at least 1), both fixed for a step; over_heads: bool [R] picks each sequence's cosine
-    -> [R] float64.
+    pairs (at least 1), both fixed for a step; over_heads: bool [R] picks each sequence's cosine,
+    or one bool for all of them -> [R] float64.
     """
-    ab, aa, bb = heads_part  # each [R, K, N]
-    norms = aa.sqrt().clamp_min(COSINE_EPS) * bb.sqrt().clamp_min(COSINE_EPS)
-    cos = (ab / norms).masked_fill(pair_invalid, 0.0)
-    heads = cos.double().sum((1, 2)) / pair_count  # [R]
+    if over_heads is not False:
+        ab, aa, bb = heads_part  # each [R, K, N]
+        norms = aa.sqrt().clamp_min(COSINE_EPS) * bb.sqrt().clamp_min(COSINE_EPS)
+        cos = (ab / norms).masked_fill(pair_invalid, 0.0)
+        heads = cos.double().sum((1, 2)) / pair_count  # [R]
+        if over_heads is True:
+            return heads
     keys = keys_part[0].double() / keys_part[1].double().clamp_min(1)  # [R]
-    return torch.where(over_heads, heads, keys)
+    return keys if over_heads is False else torch.where(over_heads, heads, keys)
 
 
 def drift_similarity(prev: torch.Tensor, now: torch.Tensor, mode: str = COSINE_OVER_HEADS) -> float:

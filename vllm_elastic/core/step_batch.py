@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .kv_pool import BlockTable, Pages
+from .page_cells import CellWrites
 
 NONE = -1  # an absent entry of a padded index
 
@@ -90,8 +91,8 @@ class Layout:
     reads_cache: torch.Tensor  # bool [R]: keys not computed in this step come from the pages
     window: torch.Tensor  # [R, W] row indices (NONE: absent)
     tracked: torch.Tensor  # [R, K] row indices
-    kv_write: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # rows, blocks, offsets (K/V kept)
-    qx_write: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # the same for queries and inputs
+    kv_write: CellWrites  # the rows whose sequence keeps K/V, and their cells
+    qx_write: CellWrites  # the same for queries and layer inputs
     logit_index: torch.Tensor  # [O] row index of every logit row
 
 
@@ -179,12 +180,15 @@ class StepBatch:
             self.to_device(a) for a in (keep_old, keep_new, rows, blocks, pos % self.block_size)
         )
 
-    def _writes(self, pos: np.ndarray, seq: np.ndarray, keep: np.ndarray):
-        """(rows, blocks, offsets) of the packed rows whose sequence keeps this cache."""
+    def _writes(self, pos: np.ndarray, seq: np.ndarray, keep: np.ndarray) -> CellWrites:
+        """The packed rows whose sequence keeps this cache, and their cells."""
         rows = np.nonzero(keep)[0]
         p, s = pos[rows], seq[rows]
         blocks = self.tables_np[s, p // self.block_size]
-        return self.to_device(rows), self.to_device(blocks), self.to_device(p % self.block_size)
+        return CellWrites(
+            self.to_device(rows), self.to_device(blocks), self.to_device(p % self.block_size),
+            every_row=rows.shape[0] == pos.shape[0],
+        )
 
     def tracked_cells(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Blocks and offsets of every tracked position [R, K] (absent ones: cell (0, 0))."""
