@@ -116,3 +116,42 @@ def test_the_drill_comes_first():
     late, _ = share(0.5)
     assert 0.45 < early < 0.65 and 0.15 < late < 0.35
     assert families == {"story", "program", "listing", "sums"}
+
+
+@pytest.mark.parametrize("block_share", [0.0, 1.0])
+def test_loss_weightings_against_a_fresh_computation(tokenizer, block_share):
+    """``mean``: the plain mean cross-entropy over the masked positions; ``llada``: each masked
+    position weighted 1/(t * maskable length of its sequence's region), summed, over B. Both
+    recomputed here from the same draw of the masks."""
+    from vllm_elastic.train.objective import noise
+
+    cfg = LLaDAConfig(d_model=32, n_heads=2, n_kv_heads=2, n_layers=1, mlp_hidden_size=64,
+                      vocab_size=len(tokenizer), embedding_size=len(tokenizer),
+                      max_sequence_length=1024, mask_token_id=tokenizer.mask_token_id)  # fmt: skip
+    torch.manual_seed(0)
+    model = LLaDAModel(cfg)
+    batch = make_batch(0, 2, 1.0, tokenizer, 2048, set(), block_share=block_share)
+    block = None if batch.block_start is None else (batch.block_start, batch.block_end)
+    got = {
+        w: masked_diffusion_loss(model, batch.ids, batch.is_response, tokenizer.mask_token_id,
+                                 torch.Generator().manual_seed(5), 0.3, block, w)
+        for w in ("mean", "llada")
+    }  # fmt: skip
+    gen = torch.Generator().manual_seed(5)  # the same draw as inside the loss
+    if block is None:
+        masked, t = noise(batch.ids, batch.is_response, 0.3, gen)
+        hidden, length = masked, batch.is_response.sum(1).float()
+    else:
+        masked, hidden, t, length = block_noise(batch.is_response, *block, gen)
+        length = length[:, 0]
+    noisy = batch.ids.masked_fill(hidden, tokenizer.mask_token_id)
+    logits = model(noisy)
+    mean_total, mean_count, llada = 0.0, 0, 0.0
+    for b in range(batch.ids.shape[0]):
+        for pos in masked[b].nonzero().flatten().tolist():
+            ce = torch.nn.functional.cross_entropy(logits[b, pos], batch.ids[b, pos]).item()
+            mean_total, mean_count = mean_total + ce, mean_count + 1
+            llada += ce / (t[b, 0].item() * length[b].item())
+    assert mean_count > 0
+    assert got["mean"].item() == pytest.approx(mean_total / mean_count, rel=1e-5)
+    assert got["llada"].item() == pytest.approx(llada / batch.ids.shape[0], rel=1e-5)

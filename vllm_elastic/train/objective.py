@@ -18,6 +18,14 @@ small model then learns to read a number off the line below (the next step's lef
 next list entry) instead of computing it; the sampler never shows it the line below. The loss is
 taken on the block alone, weighted 1/t and divided by the block's length: the positions after the
 block are never committed from this state.
+
+Two weightings of the masked positions' cross-entropy (``LOSS_WEIGHTINGS``): ``llada``, each
+weighted 1/t and divided by the sequence's maskable length (LLaDA's, an upper bound on the negative
+log-likelihood), and ``mean``, the plain mean over the batch's masked positions. Under ``llada`` a
+sequence drawn with a small t puts a weight of up to 1/t on its few masked positions, so one
+update's gradient rests on a handful of positions; a small model trained with it learned the
+story's two-digit sums several times slower than with the plain mean (docs/TRAINING.md,
+``benchmarks/masking_sums.py --loss``).
 """
 
 from __future__ import annotations
@@ -66,6 +74,20 @@ def block_noise(
     return masked, masked | after, t, length
 
 
+def _llada_weighting(token_loss, masked, t, length) -> torch.Tensor:
+    """The mean over sequences of the 1/t-weighted masked cross-entropy over each length."""
+    weight = (1.0 / (t * length)).expand_as(masked)[masked]  # [M]
+    return (token_loss * weight).sum() / masked.shape[0]
+
+
+def _mean_weighting(token_loss, masked, t, length) -> torch.Tensor:
+    """The mean cross-entropy over the batch's masked positions."""
+    return token_loss.mean() if token_loss.numel() else token_loss.sum()
+
+
+LOSS_WEIGHTINGS = {"llada": _llada_weighting, "mean": _mean_weighting}
+
+
 def masked_diffusion_loss(
     model: LLaDAModel,
     ids: torch.Tensor,
@@ -74,9 +96,10 @@ def masked_diffusion_loss(
     gen: torch.Generator,
     prefix_share: float = 0.0,
     block: tuple[torch.Tensor, torch.Tensor] | None = None,
+    weighting: str = "llada",
 ) -> torch.Tensor:
     """ids, is_response (the maskable positions): [B, T]; ``block``: (start, end) [B] each for a
-    block batch. The mean over sequences of the 1/t-weighted masked cross-entropy."""
+    block batch; ``weighting``: a key of ``LOSS_WEIGHTINGS``."""
     if block is None:
         masked, t = noise(ids, is_response, prefix_share, gen)
         hidden, length = masked, is_response.sum(1, keepdim=True).float()  # [B, T], [B, 1]
@@ -85,5 +108,4 @@ def masked_diffusion_loss(
     noisy = torch.where(hidden, torch.full_like(ids, mask_id), ids)  # [B, T]
     logits = model(noisy)  # [B, T, V]
     token_loss = F.cross_entropy(logits[masked], ids[masked], reduction="none")  # [M]
-    weight = (1.0 / (t * length)).expand_as(ids)[masked]  # [M]
-    return (token_loss * weight).sum() / ids.shape[0]
+    return LOSS_WEIGHTINGS[weighting](token_loss, masked, t, length)

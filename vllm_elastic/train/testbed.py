@@ -23,13 +23,14 @@ from ..core.model import LLaDAModel
 from ..tasks import load_jsonl
 from .batches import make_batch
 from .bpe import build_tokenizer
-from .objective import masked_diffusion_loss
+from .objective import LOSS_WEIGHTINGS, masked_diffusion_loss
 from .resume import export, load_state, save_state
 
 VOCAB_MULTIPLE = 64
 # Arguments a resumed run must share with the run it continues (the model, data and lr schedule).
 SCHEDULE_ARGS = ("seed", "steps", "batch_tokens", "lr", "warmup", "prefix_share", "block_share",
-                 "block_length", "d_model", "n_layers", "n_heads", "mlp", "held_out")  # fmt: skip
+                 "block_length", "d_model", "n_layers", "n_heads", "mlp", "held_out",
+                 "loss_weighting")  # fmt: skip
 EMA = 0.98
 
 
@@ -88,7 +89,8 @@ def _update(model, opt, batch, step: int, args: argparse.Namespace, mask_id: int
     gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
     block = None if batch.block_start is None else (batch.block_start, batch.block_end)
     loss = masked_diffusion_loss(
-        model, batch.ids, batch.is_response, mask_id, gen, args.prefix_share, block
+        model, batch.ids, batch.is_response, mask_id, gen, args.prefix_share, block,
+        args.loss_weighting,
     )
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -157,6 +159,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="share of batches in the block sampler's state (objective.py)",
     )  # fmt: skip
     p.add_argument("--block-length", type=int, default=32, help="the sampler's block length")
+    p.add_argument(
+        "--loss-weighting", choices=sorted(LOSS_WEIGHTINGS), default="mean",
+        help="llada: 1/t-weighted per sequence; mean: the masked positions' mean (objective.py)",
+    )  # fmt: skip
     p.add_argument("--d-model", type=int, default=256)
     p.add_argument("--n-layers", type=int, default=6)
     p.add_argument(
