@@ -69,12 +69,13 @@ def batch_rng(seed: int, step: int) -> random.Random:
 
 
 def sample_problems(
-    rng: random.Random, canvas: int, n: int, held_out: set[str], progress: float = 1.0
+    rng: random.Random, canvas: int, n: int, held_out: set[str], progress: float = 1.0,
+    only: tuple[str, ...] = (),
 ) -> list[dict]:
-    """n problems for ``canvas``, families by ``FAMILY_CURRICULUM`` at ``progress``, none of them
-    in ``held_out``."""
+    """n problems for ``canvas``, families by ``FAMILY_CURRICULUM`` at ``progress`` (or ``only``
+    these, equally: an experiment on part of the mixture), none of them in ``held_out``."""
     smaller = [c for c in CANVASES if c < canvas]
-    weights = phase_weights(FAMILY_CURRICULUM, progress)
+    weights = {f: 1.0 for f in only} or phase_weights(FAMILY_CURRICULUM, progress)
     families = [f for f in TRAINING_FAMILIES if weights.get(f, 0.0) > 0]
     out = []
     while len(out) < n:
@@ -95,6 +96,7 @@ def make_batch(
     held_out: set[str],
     block_share: float = 0.0,
     block_length: int = 32,
+    only: tuple[str, ...] = (),
 ) -> Batch:
     rng = batch_rng(seed, step)
     weights = canvas_weights(progress)
@@ -103,7 +105,7 @@ def make_batch(
     eos = tokenizer.eos_token_id
     rows: list[tuple] = []  # (prompt, answer, block start in the answer, fill tokens or None)
     while True:  # grow the batch until the next sequence would pass the budget
-        (problem,) = sample_problems(rng, canvas, 1, held_out, progress)
+        (problem,) = sample_problems(rng, canvas, 1, held_out, progress, only)
         prompt = encode_prompt(tokenizer, problem["prompt"], chat=rng.random() < CHAT_SHARE)
         enc = tokenizer(problem["response"], add_special_tokens=False, return_offsets_mapping=True)
         answer = enc["input_ids"]

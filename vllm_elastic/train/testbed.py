@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ..core.config import LLaDAConfig
 from ..core.model import LLaDAModel
-from ..tasks import load_jsonl
+from ..tasks import TRAINING_FAMILIES, load_jsonl
 from .batches import make_batch
 from .bpe import build_tokenizer
 from .objective import LOSS_WEIGHTINGS, masked_diffusion_loss
@@ -30,7 +30,9 @@ VOCAB_MULTIPLE = 64
 # Arguments a resumed run must share with the run it continues (the model, data and lr schedule).
 SCHEDULE_ARGS = ("seed", "steps", "batch_tokens", "lr", "warmup", "prefix_share", "block_share",
                  "block_length", "d_model", "n_layers", "n_heads", "mlp", "held_out",
-                 "loss_weighting")  # fmt: skip
+                 "loss_weighting", "only")  # fmt: skip
+# What a checkpoint saved before an argument existed was trained with.
+BEFORE_ARGS = {"loss_weighting": "llada", "only": []}
 EMA = 0.98
 
 
@@ -73,7 +75,8 @@ def _resume(
     state = load_state(out)
     if state is None:
         return 0, None, 0.0
-    changed = {k for k in SCHEDULE_ARGS if state["args"].get(k) != getattr(args, k)}
+    saved = {**BEFORE_ARGS, **state["args"]}
+    changed = {k for k in SCHEDULE_ARGS if saved.get(k) != getattr(args, k)}
     if changed:
         raise ValueError(f"{out} was trained with other {sorted(changed)}: {state['args']}")
     model.load_state_dict(state["model"])
@@ -118,7 +121,7 @@ def train(args: argparse.Namespace) -> None:
         for step in bar:
             progress = step / args.steps
             batch = make_batch(args.seed, step, progress, tokenizer, args.batch_tokens, held_out,
-                               args.block_share, args.block_length)  # fmt: skip
+                               args.block_share, args.block_length, tuple(args.only))  # fmt: skip
             loss = _update(model, opt, batch, step, args, tokenizer.mask_token_id)
             ema = loss if ema is None else EMA * ema + (1 - EMA) * loss
             bar.set_postfix(loss=f"{ema:.3f}", canvas=batch.canvas)
@@ -159,6 +162,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="share of batches in the block sampler's state (objective.py)",
     )  # fmt: skip
     p.add_argument("--block-length", type=int, default=32, help="the sampler's block length")
+    p.add_argument(
+        "--only", nargs="+", default=[], choices=sorted(TRAINING_FAMILIES), metavar="FAMILY",
+        help="train on these families alone, equally (an experiment; default: the curriculum)",
+    )  # fmt: skip
     p.add_argument(
         "--loss-weighting", choices=sorted(LOSS_WEIGHTINGS), default="mean",
         help="llada: 1/t-weighted per sequence; mean: the masked positions' mean (objective.py)",
