@@ -105,17 +105,20 @@ def test_the_drill_masks_its_results_alone(tokenizer):
 
 
 def test_the_drill_comes_first():
-    """The family curriculum: mostly sums early in a run, every family equally later."""
+    """The family curriculum: the sums drill alone early in a run, every family equally later;
+    ``only`` draws the named families alone, whatever the progress."""
 
-    def share(progress):
-        drawn = [p["task"] for s in range(40)
-                 for p in sample_problems(batch_rng(0, s), 256, 10, set(), progress)]  # fmt: skip
+    def share(progress, only=()):
+        draws = [sample_problems(batch_rng(0, s), 256, 10, set(), progress, only)
+                 for s in range(40)]
+        drawn = [p["task"] for problems in draws for p in problems]
         return drawn.count("sums") / len(drawn), set(drawn)
 
-    early, families = share(0.0)
-    late, _ = share(0.5)
-    assert 0.45 < early < 0.65 and 0.15 < late < 0.35
-    assert families == {"story", "program", "listing", "sums"}
+    early, early_families = share(0.0)
+    late, families = share(0.5)
+    assert early == 1.0 and early_families == {"sums"}
+    assert 0.15 < late < 0.35 and families == {"story", "program", "listing", "sums"}
+    assert share(0.5, ("listing",))[1] == {"listing"}
 
 
 @pytest.mark.parametrize("block_share", [0.0, 1.0])
