@@ -10,6 +10,8 @@ argmax fill the line in, all its tokens at once. A line counts when every token 
 arithmetic from copying: ``story_results`` with everything after the result masked too, as the
 sampler sees it, and ``story_results_next_visible`` with only the result masked. A model that
 reads each result off the next step's left operand scores high on the second, low on the first.
+``story_lines_next_visible``: each whole ``story`` line masked alone, the lines after it visible
+(against ``story_lines``: whether a line fails for its own content or for what follows it).
 ``sums_results``: the training drill's results, one at a time, the rest visible (its lines are
 independent, so this is the state it is trained in).
 Whole answers under the sampler are ``curve.py``'s job; this says where the errors are long before
@@ -90,6 +92,9 @@ def main() -> None:
     row["story_results"] = probe(model, tokenizer, "story", args.canvas, args.problems, True)
     row["story_results_next_visible"] = probe(
         model, tokenizer, "story", args.canvas, args.problems, True, tail=False
+    )
+    row["story_lines_next_visible"] = probe(
+        model, tokenizer, "story", args.canvas, args.problems, False, tail=False
     )
     row["sums_results"] = probe(
         model, tokenizer, "sums", args.canvas, args.problems, True, tail=False
