@@ -12,6 +12,8 @@ sampler sees it, and ``story_results_next_visible`` with only the result masked.
 reads each result off the next step's left operand scores high on the second, low on the first.
 ``story_lines_next_visible``: each whole ``story`` line masked alone, the lines after it visible
 (against ``story_lines``: whether a line fails for its own content or for what follows it).
+``{family}_first_lines``: the first line of each answer alone, everything after it masked: all
+that is given is the prompt (the sampler's starting point, which every later line builds on).
 ``sums_results``: the training drill's results, one at a time, the rest visible (its lines are
 independent, so this is the state it is trained in).
 Whole answers under the sampler are ``curve.py``'s job; this says where the errors are long before
@@ -52,9 +54,11 @@ def _spans(tokenizer, answer: str, result_only: bool) -> list[list[int]]:
 
 @torch.no_grad()
 def probe(
-    model, tokenizer, family: str, canvas: int, problems: int, result_only: bool, tail: bool = True
+    model, tokenizer, family: str, canvas: int, problems: int, result_only: bool, tail: bool = True,
+    first_only: bool = False,
 ) -> float:
-    """Share of spans filled in right; ``tail``: everything after the span is masked too."""
+    """Share of spans filled in right; ``tail``: everything after the span is masked too;
+    ``first_only``: each answer's first span alone (its first line: only the prompt to go on)."""
     rng = random.Random(PROBE_SEED)
     right = total = 0
     for _ in range(problems):
@@ -63,6 +67,7 @@ def probe(
         answer = tokenizer.encode(problem["response"], add_special_tokens=False)
         ids = torch.tensor(prompt + answer + [tokenizer.eos_token_id] * (canvas - len(answer)))
         spans = _spans(tokenizer, problem["response"], result_only)
+        spans = spans[:1] if first_only else spans
         batch = ids.repeat(len(spans), 1)  # [S, T] one masked line (and what follows) per row
         for row, span in enumerate(spans):
             if tail:
@@ -89,6 +94,9 @@ def main() -> None:
     row = {"model": args.model, "canvas": args.canvas, "problems": args.problems}
     for family in SIZED_FAMILIES:
         row[f"{family}_lines"] = probe(model, tokenizer, family, args.canvas, args.problems, False)
+        row[f"{family}_first_lines"] = probe(
+            model, tokenizer, family, args.canvas, args.problems, False, first_only=True
+        )
     row["story_results"] = probe(model, tokenizer, "story", args.canvas, args.problems, True)
     row["story_results_next_visible"] = probe(
         model, tokenizer, "story", args.canvas, args.problems, True, tail=False
