@@ -98,7 +98,10 @@ def make_batch(
     block_share: float = 0.0,
     block_length: int = 32,
     only: tuple[str, ...] = (),
+    first_block_share: float = 0.0,
 ) -> Batch:
+    """``first_block_share``: that share of a block batch's rows start their block at the
+    answer's first token (the line written from the prompt alone)."""
     rng = batch_rng(seed, step)
     weights = canvas_weights(progress)
     canvas = rng.choices(list(weights), list(weights.values()))[0]
@@ -114,7 +117,10 @@ def make_batch(
             raise ValueError(
                 f"a {problem['task']} answer of {len(answer)} tokens overflows {canvas}"
             )
-        cut = rng.randint(0, len(answer)) if blocks else 0
+        cut = 0
+        if blocks:  # (no draw for the share when it is 0: the batches stay those of before)
+            first = first_block_share > 0 and rng.random() < first_block_share
+            cut = 0 if first else rng.randint(0, len(answer))
         candidate = rows + [(prompt, answer, cut, _fill_tokens(problem, enc['offset_mapping']))]
         width = max(len(p) for p, _, _, _ in candidate) + canvas
         if rows and width * len(candidate) > token_budget:

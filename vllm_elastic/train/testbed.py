@@ -30,9 +30,9 @@ VOCAB_MULTIPLE = 64
 # Arguments a resumed run must share with the run it continues (the model, data and lr schedule).
 SCHEDULE_ARGS = ("seed", "steps", "batch_tokens", "lr", "warmup", "prefix_share", "block_share",
                  "block_length", "d_model", "n_layers", "n_heads", "mlp", "held_out",
-                 "loss_weighting", "only")  # fmt: skip
+                 "loss_weighting", "only", "first_block_share")  # fmt: skip
 # What a checkpoint saved before an argument existed was trained with.
-BEFORE_ARGS = {"loss_weighting": "llada", "only": []}
+BEFORE_ARGS = {"loss_weighting": "llada", "only": [], "first_block_share": 0.0}
 EMA = 0.98
 
 
@@ -121,7 +121,8 @@ def train(args: argparse.Namespace) -> None:
         for step in bar:
             progress = step / args.steps
             batch = make_batch(args.seed, step, progress, tokenizer, args.batch_tokens, held_out,
-                               args.block_share, args.block_length, tuple(args.only))  # fmt: skip
+                               args.block_share, args.block_length, tuple(args.only),
+                               args.first_block_share)  # fmt: skip
             loss = _update(model, opt, batch, step, args, tokenizer.mask_token_id)
             ema = loss if ema is None else EMA * ema + (1 - EMA) * loss
             bar.set_postfix(loss=f"{ema:.3f}", canvas=batch.canvas)
@@ -162,6 +163,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="share of batches in the block sampler's state (objective.py)",
     )  # fmt: skip
     p.add_argument("--block-length", type=int, default=32, help="the sampler's block length")
+    p.add_argument(
+        "--first-block-share", type=float, default=0.0,
+        help="share of a block batch's rows whose block starts at the answer's first token",
+    )  # fmt: skip
     p.add_argument(
         "--only", nargs="+", default=[], choices=sorted(TRAINING_FAMILIES), metavar="FAMILY",
         help="train on these families alone, equally (an experiment; default: the curriculum)",
