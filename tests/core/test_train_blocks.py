@@ -158,3 +158,18 @@ def test_loss_weightings_against_a_fresh_computation(tokenizer, block_share):
     assert mean_count > 0
     assert got["mean"].item() == pytest.approx(mean_total / mean_count, rel=1e-5)
     assert got["llada"].item() == pytest.approx(llada / batch.ids.shape[0], rel=1e-5)
+
+
+def test_first_block_share_starts_blocks_at_the_answer(tokenizer):
+    """Share 1: every test-bed row's block starts at its answer's first token; share 0: the
+    batches are exactly those drawn without the option."""
+    for step in range(4):
+        default = make_batch(0, step, 1.0, tokenizer, 6144, set(), block_share=1.0)
+        zero = make_batch(0, step, 1.0, tokenizer, 6144, set(), 1.0, 32, (), 0.0)
+        assert torch.equal(default.ids, zero.ids)
+        assert torch.equal(default.block_start, zero.block_start)
+        first = make_batch(0, step, 1.0, tokenizer, 6144, set(), 1.0, 32, (), 1.0)
+        for row in range(first.ids.shape[0]):
+            maskable = first.is_response[row]
+            if maskable[-1]:  # a test-bed answer (a drill's block is its whole answer anyway)
+                assert int(first.block_start[row]) == int(maskable.float().argmax())
