@@ -103,7 +103,10 @@ def ar_reference(model_cfg, concurrencies, num_prompts: int, gen_length: int, pr
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..eval.runner import load
+    from transformers import AutoTokenizer
+
+    from ..core.config import LLaDAConfig
+    from ..plugin.hf_config import register_hf_config
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model")
@@ -116,7 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", DEFAULT_CPU_KV_GIB)
-    model, tokenizer = load(args.model)
+    # the weights load in the engine's worker only (its runs and the bare forward): here the
+    # prompts need the tokenizer and the reference line the shape
+    register_hf_config()  # AutoTokenizer reads config.json: without it, transformers warns
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    config = LLaDAConfig.from_file(args.model)
     problems = load_jsonl(args.data)[: args.num_prompts]
     prompts = [encode_prompt(tokenizer, p["prompt"]) for p in problems]
     concurrencies = [int(c) for c in args.concurrency.split(",")]
@@ -133,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}))
     if args.ar_reference:
         plen = round(sum(map(len, prompts)) / len(prompts))
-        for r in ar_reference(model.config, concurrencies, len(prompts), args.gen_length, plen):
+        for r in ar_reference(config, concurrencies, len(prompts), args.gen_length, plen):
             rows.append(r)
             print(json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in r.items()}))
     if args.json:

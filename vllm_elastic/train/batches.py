@@ -5,7 +5,7 @@ batches an uninterrupted run would. A batch holds problems sized for one canvas 
 each answer padded with EOS to the canvas, as the sampler's canvas is at inference. The number of
 sequences follows a token budget, so a step costs about the same at every canvas. The curriculum
 moves weight from short to long canvases as training goes on; short ones stay in the mix. The
-first 15% of the steps draw mostly the ``sums`` drill, then every training family equally.
+first 10% of the steps draw the ``sums`` drill alone, then every training family equally.
 
 A block batch (a ``block_share`` of the batches) also marks in each sequence one block of
 ``block_length`` positions, starting at a uniformly drawn point of the answer (its end included):
