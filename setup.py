@@ -19,6 +19,7 @@ CPU_SOURCES = [
     "elastic_attention_args.cpp",
     "elastic_attention_cpu.cpp",
     "elastic_attention_varlen_cpu.cpp",
+    "elastic_decide_cpu.cpp",
 ]
 CUDA_SOURCES = ["elastic_attention_cuda.cu"]
 

@@ -1,11 +1,13 @@
 // Registers torch.ops.vllm_elastic.elastic_attention and elastic_attention_varlen (CPU and Meta
-// here, CUDA in the .cu) and makes the shared library importable as the Python module
+// here, CUDA in the .cu) and elastic_decide (CPU and Meta; on other devices ops.py runs its twin),
+// and makes the shared library importable as the Python module
 // vllm_elastic._C: importing it runs the TORCH_LIBRARY static registrations below.
 #include <ATen/ATen.h>
 #include <Python.h>
 #include <torch/library.h>
 
 #include "elastic_attention.h"
+#include "elastic_decide.h"
 
 namespace vllm_elastic {
 
@@ -51,16 +53,24 @@ TORCH_LIBRARY(vllm_elastic, m) {
       "Tensor row_pos, Tensor cu_rows, int max_rows, Tensor key_cache, Tensor value_cache, "
       "Tensor block_tables, Tensor seq_lens, int max_len, Tensor reads_cache, Tensor window, "
       "Tensor tracked, Tensor prev_q) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "elastic_decide(Tensor mass, Tensor heads_part, Tensor keys_part, Tensor still_masked, "
+      "Tensor key_invalid, Tensor kept, Tensor pair_invalid, Tensor pair_count, "
+      "Tensor over_heads, int over_heads_all, Tensor can_test, Tensor defer, Tensor gamma, "
+      "Tensor refresh_from, Tensor deferred_from, int layer, int num_layers) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(vllm_elastic, CPU, m) {
   m.impl("elastic_attention", &vllm_elastic::elastic_attention_cpu);
   m.impl("elastic_attention_varlen", &vllm_elastic::elastic_attention_varlen_cpu);
+  m.impl("elastic_decide", &vllm_elastic::elastic_decide_cpu);
 }
 
 TORCH_LIBRARY_IMPL(vllm_elastic, Meta, m) {
   m.impl("elastic_attention", &vllm_elastic::elastic_attention_meta);
   m.impl("elastic_attention_varlen", &vllm_elastic::elastic_attention_varlen_meta);
+  m.impl("elastic_decide", &vllm_elastic::elastic_decide_meta);
 }
 
 // A module with no Python functions: the ops live in torch.ops.vllm_elastic.

@@ -15,11 +15,13 @@ import os
 import torch
 
 from .core.elastic_attention import elastic_attention_ref, elastic_attention_varlen_ref
+from .core.policy import decide_layer
 
 BACKEND_ENV = "VLLM_ELASTIC_ATTENTION"  # "torch": use the twins even when the kernels are built
 
 
-OP_NAMES = ("elastic_attention", "elastic_attention_varlen")
+OP_NAMES = ("elastic_attention", "elastic_attention_varlen")  # CPU and CUDA kernels
+CPU_OP_NAMES = (*OP_NAMES, "elastic_decide")  # elastic_decide: CPU only (its twin elsewhere)
 
 
 def _load_extension() -> tuple[bool, bool]:
@@ -29,7 +31,7 @@ def _load_extension() -> tuple[bool, bool]:
         from . import _C  # noqa: F401  (registers torch.ops.vllm_elastic.*)
     except ImportError:
         return False, False
-    if not all(hasattr(torch.ops.vllm_elastic, name) for name in OP_NAMES):
+    if not all(hasattr(torch.ops.vllm_elastic, name) for name in CPU_OP_NAMES):
         return False, False
     has = torch._C._dispatch_has_kernel_for_dispatch_key
     ops = [getattr(torch.ops.vllm_elastic, name).default.name() for name in OP_NAMES]
@@ -105,6 +107,37 @@ def elastic_attention_varlen(
     return fn(
         q, k_new, v_new, row_seq, row_pos, cu_rows, max_rows, key_cache, value_cache,
         block_tables, seq_lens, max_len, reads_cache, window, tracked, prev_q,
+    )
+
+
+def elastic_decide(
+    mass: torch.Tensor,
+    heads_part: torch.Tensor,
+    keys_part: torch.Tensor,
+    still_masked: torch.Tensor,
+    key_invalid: torch.Tensor,
+    kept: torch.Tensor,
+    pair_invalid: torch.Tensor,
+    pair_count: torch.Tensor,
+    over_heads: torch.Tensor,
+    over_heads_all: int,
+    can_test: torch.Tensor,
+    defer: torch.Tensor,
+    gamma: torch.Tensor,
+    refresh_from: torch.Tensor,
+    deferred_from: torch.Tensor,
+    layer: int,
+    num_layers: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One layer's decisions for a whole batch (the signature and results of
+    ``core.policy.decide_layer``): the CPU kernel where built, else the twin."""
+    fn = decide_layer
+    if kernel_for(mass.device) and mass.device.type == "cpu":
+        fn = torch.ops.vllm_elastic.elastic_decide
+    return fn(
+        mass, heads_part, keys_part, still_masked, key_invalid, kept, pair_invalid, pair_count,
+        over_heads, over_heads_all, can_test, defer, gamma, refresh_from, deferred_from, layer,
+        num_layers,
     )
 
 

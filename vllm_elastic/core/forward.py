@@ -3,7 +3,8 @@
 Per layer the work is the same few ops whatever the number of sequences: one packed QKV projection,
 one write per cache for all sequences, one varlen attention call that also yields the Elastic-Cache
 statistics of every sequence (``ops.elastic_attention_varlen``), one batched decision
-(``policy.decide_layer``), one MLP. A sequence never sees its neighbours: attention is per sequence.
+(``ops.elastic_decide``, twin ``policy.decide_layer``), one MLP. A sequence never sees its
+neighbours: attention is per sequence.
 
 Each ``SeqPlan`` says which rows to compute from layer 0 and from which layer on every row is
 recomputed (``refresh_from``, as ``generate_with_elastic_cache`` does): layers below it compute only
@@ -30,7 +31,6 @@ import numpy as np
 import torch
 
 from .. import ops
-from . import policy
 from .kv_pool import Pages
 from .model import LLaDAModel
 from .step_batch import Layout, SeqPlan, StepBatch
@@ -87,7 +87,6 @@ def forward_step(
             cos, sin = model.rotary(lay.pos)  # [T, 1, dh]
         rows_computed += lay.counts
         q, k, v = block.project_qkv(h, cos, sin)  # [T, H, dh], [T, Hkv, dh] (this rank's heads)
-        testing = probes.testing(layer)  # bool [R] (device)
         prev_q = probes.previous_queries(pages, layer, q)  # [R, K, H, dh]
         o, mass, heads_part, keys_part = ops.elastic_attention_varlen(
             q, k, v, lay.seq, lay.pos, lay.cu_rows, lay.max_rows,
@@ -99,7 +98,7 @@ def forward_step(
             lay.kv_write.write(pages.keys[layer], k)
             lay.kv_write.write(pages.values[layer], v)
             lay.qx_write.write(pages.queries[layer] if pages.queries else None, q)
-        probes.observe(layer, mass, heads_part, keys_part, testing, reduce)
+        probes.observe(layer, mass, heads_part, keys_part, reduce)
         h = block.finish(h, o.flatten(-2))
     logits = model.logits(h[lay.logit_index])  # [O, V]
     return StepObservation(
@@ -144,14 +143,16 @@ class _ProbeState:
         self.defer = dev(~self.immediate & batch.has_probe)
         self.gamma = dev(np.array([pr.gamma if pr else 0.0 for pr in probes], dtype=np.float64))
         over_heads = np.array([pr.cosine_over_heads if pr else True for pr in probes])
+        self.over_heads = dev(over_heads)
         # one mode for the whole batch (the usual case): only that cosine is computed
-        self.over_heads = bool(over_heads[0]) if (over_heads == over_heads[0]).all() else dev(
-            over_heads
-        )
+        self.over_heads_all = int(over_heads[0]) if (over_heads == over_heads[0]).all() else -1
         self.track_num = dev(np.array([pr.track_num if pr else 0 for pr in probes]))
         self.still_masked = batch.still_masked() if self.any_probe else None
         # masks the statistics need at every layer, fixed for the step (none without a probe)
-        self.key_invalid = self.kept = self.pair_invalid = self.pair_count = None
+        self.key_invalid = self.kept = None
+        # no drift test in this step: empty pair masks (the attention returns K = 0 partials)
+        self.pair_invalid = torch.zeros(r, 0, batch.max_len, dtype=torch.bool, device=device)
+        self.pair_count = torch.ones(r, dtype=torch.long, device=device)
         if self.any_probe:
             key_valid = torch.arange(batch.max_len, device=device)[None] < batch.seq_lens[:, None]
             self.key_invalid = ~key_valid  # [R, N]
@@ -170,14 +171,6 @@ class _ProbeState:
         self.similarity = torch.full((num_layers, r), torch.nan, dtype=torch.float64, device=device)
         self.cells = batch.tracked_cells() if self.any_tested else None
 
-    def testing(self, layer: int) -> torch.Tensor:
-        """bool [R]: sequences whose drift is tested at ``layer`` (not refreshing, no trigger)."""
-        return (
-            self.can_test_dev
-            & (layer < self.refresh_from)
-            & (self.deferred_from == self.num_layers)
-        )
-
     def previous_queries(self, pages: Pages | None, layer: int, q: torch.Tensor) -> torch.Tensor:
         """The tracked rows' queries as the previous step stored them: [R, K, H, dh]."""
         if not self.any_tested or pages is None or not pages.queries:
@@ -185,8 +178,9 @@ class _ProbeState:
         blocks, offsets = self.cells
         return pages.queries[layer][blocks, :, offsets]  # [R, K, H, dh]
 
-    def observe(self, layer, mass, heads_part, keys_part, testing, reduce: Reduce) -> None:
-        """Sum the statistics over all ranks' heads (one reduce), then decide for every sequence.
+    def observe(self, layer, mass, heads_part, keys_part, reduce: Reduce) -> None:
+        """Sum the statistics over all ranks' heads (one reduce), then decide for every sequence
+        (``ops.elastic_decide``: the most-attended keys and the drift test, one call).
 
         COLLECTIVE: one ``reduce`` per layer for all sequences (none when no sequence has a
         probe): R N window-mass values plus the drift partials (3 R K N + 2 R).
@@ -197,23 +191,20 @@ class _ProbeState:
             sizes = [mass.numel(), heads_part.numel(), keys_part.numel()]
             flat = reduce(torch.cat([mass.flatten(), heads_part.flatten(), keys_part.flatten()]))
             mass, heads_part, keys_part = flat.split(sizes)
-        mass = mass.view(self.batch.num_seqs, -1)  # [R, N]
-        self.attended[layer] = policy.most_attended_batched(
-            mass, self.still_masked, self.key_invalid, self.kept
+        r, n = self.batch.num_seqs, self.batch.max_len
+        k = self.batch.tracked_pos.shape[1] if self.any_tested else 0
+        attended, similarity, self.refresh_from, self.deferred_from = ops.elastic_decide(
+            mass.view(r, n), heads_part.view(3, r, k, n), keys_part.view(2, r),
+            self.still_masked, self.key_invalid, self.kept, self.pair_invalid, self.pair_count,
+            self.over_heads, self.over_heads_all, self.can_test_dev, self.defer, self.gamma,
+            self.refresh_from, self.deferred_from, layer, self.num_layers,
         )
+        self.attended[layer] = attended
         if not self.any_tested:
             return
-        sim = policy.drift_similarity_batched(
-            heads_part.view(3, self.batch.num_seqs, -1, self.batch.max_len),
-            keys_part.view(2, -1), self.pair_invalid, self.pair_count, self.over_heads,
-        )  # [R] float64
-        self.similarity[layer] = torch.where(testing, sim, torch.nan)
-        fired = testing & (sim < self.gamma)  # [R]
-        self.deferred_from = torch.where(fired & self.defer, layer + 1, self.deferred_from)
-        fired_now = fired & ~self.defer
-        self.refresh_from = torch.where(fired_now, layer + 1, self.refresh_from)
+        self.similarity[layer] = similarity
         may_fire = self.can_test & self.immediate & (self.batch.refresh_from > layer + 1)
         if layer + 1 < self.num_layers and may_fire.any():
-            # HOST SYNC (immediate mode): the next layer's rows depend on this decision
-            host = fired_now.cpu().numpy()
-            self.batch.refresh_from = np.where(host, layer + 1, self.batch.refresh_from)
+            # HOST SYNC (immediate mode): the next layer's rows depend on this decision (a
+            # sequence's refresh layer only ever drops to the layer after a trigger)
+            self.batch.refresh_from = self.refresh_from.cpu().numpy().copy()

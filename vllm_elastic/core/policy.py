@@ -146,6 +146,55 @@ def drift_similarity_batched(
     return keys if over_heads is False else torch.where(over_heads, heads, keys)
 
 
+def decide_layer(
+    mass: torch.Tensor,
+    heads_part: torch.Tensor,
+    keys_part: torch.Tensor,
+    still_masked: torch.Tensor,
+    key_invalid: torch.Tensor,
+    kept: torch.Tensor,
+    pair_invalid: torch.Tensor,
+    pair_count: torch.Tensor,
+    over_heads: torch.Tensor,
+    over_heads_all: int,
+    can_test: torch.Tensor,
+    defer: torch.Tensor,
+    gamma: torch.Tensor,
+    refresh_from: torch.Tensor,
+    deferred_from: torch.Tensor,
+    layer: int,
+    num_layers: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One layer's Elastic-Cache decisions for every sequence, from its attention statistics summed
+    over all heads: the most-attended keys, and the drift test of the sequences it tests here.
+
+    A sequence is tested at ``layer`` when it ``can_test``, does not recompute every row here
+    (layer < refresh_from) and has no deferred trigger yet. It fires when its similarity is below
+    its ``gamma``: an immediate sequence then recomputes every row from the next layer on
+    (``refresh_from``), a ``defer`` one records that layer for its next refresh (``deferred_from``).
+
+    mass: [R, N]; heads_part, keys_part, pair_invalid, pair_count: as
+    ``drift_similarity_batched`` (K = 0: no drift test this step); still_masked, key_invalid,
+    kept: as ``most_attended_batched``; over_heads: bool [R], or ``over_heads_all`` 1 / 0 when
+    every sequence uses the head / key cosine (-1: mixed); can_test, defer: bool [R]; gamma: [R]
+    float64; refresh_from, deferred_from: [R] (num_layers: none).
+    -> attended [R, width] (-1: absent), similarity [R] float64 (NaN: not tested), refresh_from,
+    deferred_from (new tensors; the inputs are not written).
+    """
+    attended = most_attended_batched(mass, still_masked, key_invalid, kept)
+    similarity = torch.full_like(gamma, torch.nan)
+    if heads_part.shape[2] == 0:
+        return attended, similarity, refresh_from, deferred_from
+    testing = can_test & (layer < refresh_from) & (deferred_from == num_layers)  # [R]
+    mode = over_heads if over_heads_all < 0 else bool(over_heads_all)
+    sim = drift_similarity_batched(heads_part, keys_part, pair_invalid, pair_count, mode)
+    similarity = torch.where(testing, sim, similarity)
+    fired = testing & (sim < gamma)  # [R]
+    deferred_from = torch.where(fired & defer, layer + 1, deferred_from)
+    refresh_from = torch.where(fired & ~defer, layer + 1, refresh_from)
+    return attended, similarity, refresh_from, deferred_from
+
+
 def drift_similarity(prev: torch.Tensor, now: torch.Tensor, mode: str = COSINE_OVER_HEADS) -> float:
     """Similarity of the tracked rows' attention before and after this step's cache update.
 
