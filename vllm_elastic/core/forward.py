@@ -165,11 +165,27 @@ class _ProbeState:
                 self.pair_count = pair_valid.sum((1, 2)).clamp_min(1)  # [R]
         self.refresh_from = dev(batch.refresh_from)  # [R] lowered by immediate triggers
         self.deferred_from = torch.full((r,), num_layers, dtype=torch.long, device=device)
-        self.attended = torch.full(
-            (num_layers, r, batch.track_num), -1, dtype=torch.long, device=device
-        )
-        self.similarity = torch.full((num_layers, r), torch.nan, dtype=torch.float64, device=device)
+        # per layer, as decided ([R, width] and [R]); stacked once the forward is done
+        self._attended: list[torch.Tensor] = []
+        self._similarity: list[torch.Tensor] = []
         self.cells = batch.tracked_cells() if self.any_tested else None
+
+    @property
+    def attended(self) -> torch.Tensor:
+        """[L, R, track_num] the most-attended positions of every layer (-1: absent)."""
+        shape = (self.num_layers, self.batch.num_seqs, self.batch.track_num)
+        if not self._attended:
+            return torch.full(shape, -1, dtype=torch.long, device=self.batch.device)
+        out = torch.stack(self._attended)  # [L, R, width], width = min(track_num, max_len)
+        return torch.nn.functional.pad(out, (0, shape[2] - out.shape[2]), value=-1)
+
+    @property
+    def similarity(self) -> torch.Tensor:
+        """[L, R] float64 every layer's drift similarity (NaN: not tested)."""
+        if not self._similarity:
+            shape = (self.num_layers, self.batch.num_seqs)
+            return torch.full(shape, torch.nan, dtype=torch.float64, device=self.batch.device)
+        return torch.stack(self._similarity)
 
     def previous_queries(self, pages: Pages | None, layer: int, q: torch.Tensor) -> torch.Tensor:
         """The tracked rows' queries as the previous step stored them: [R, K, H, dh]."""
@@ -199,10 +215,10 @@ class _ProbeState:
             self.over_heads, self.over_heads_all, self.can_test_dev, self.defer, self.gamma,
             self.refresh_from, self.deferred_from, layer, self.num_layers,
         )
-        self.attended[layer] = attended
+        self._attended.append(attended)
+        self._similarity.append(similarity)
         if not self.any_tested:
             return
-        self.similarity[layer] = similarity
         may_fire = self.can_test & self.immediate & (self.batch.refresh_from > layer + 1)
         if layer + 1 < self.num_layers and may_fire.any():
             # HOST SYNC (immediate mode): the next layer's rows depend on this decision (a

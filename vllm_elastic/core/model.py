@@ -48,18 +48,21 @@ class Rotary(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """positions [T] -> cos, sin [T, 1, dh] (shaped to broadcast over the heads)."""
+        """positions [T] -> cos, signed sin [T, 1, dh] (shaped to broadcast over the heads).
+
+        The sin table's first half is negated: rotate-half's ``cat(-x2, x1) * sin`` is then
+        ``cat(x2, x1) * signed_sin``, one ``roll`` of x (bit for bit the same products)."""
         freqs = positions.float()[:, None] * self.inv_freq[None, :]  # [T, dh/2]
         emb = torch.cat([freqs, freqs], dim=-1)[:, None, :]  # [T, 1, dh]
-        return emb.cos(), emb.sin()
+        sin, half = emb.sin(), freqs.shape[-1]
+        return emb.cos(), torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: [..., T, H, dh]; cos/sin: [T, 1, dh] (``Rotary``'s tables)."""
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """x: [..., T, H, dh]; cos, signed_sin: [T, 1, dh] (``Rotary``'s tables)."""
     xf = _as_float32(x)
-    x1, x2 = xf.chunk(2, dim=-1)
-    rotated = torch.cat([-x2, x1], dim=-1)  # [..., T, H, dh]
-    return _as_dtype(xf * cos + rotated * sin, x.dtype)
+    swapped = xf.roll(xf.shape[-1] // 2, dims=-1)  # cat(x2, x1) [..., T, H, dh]
+    return _as_dtype(xf * cos + swapped * signed_sin, x.dtype)
 
 
 class LLaDABlock(nn.Module):

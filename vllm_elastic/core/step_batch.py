@@ -124,7 +124,8 @@ class StepBatch:
         self.ids = self.to_device(np.concatenate(first))  # [T0]
 
     def to_device(self, a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
+        t = torch.from_numpy(np.ascontiguousarray(a))  # shares a's memory, as .to(cpu) would
+        return t if self.device.type == "cpu" else t.to(self.device)
 
     def full_at(self, layer: int) -> np.ndarray:
         """bool [R]: sequences computing all positions at ``layer``."""
