@@ -73,7 +73,21 @@ def test_sums_drill_is_independent_lines_of_story_arithmetic():
         wrong = problem["response"].replace(lines[0], lines[0][:-1] + "x")
         assert score(problem["response"], problem) and not score(wrong, problem)
     drawn = {p["task"] for s in range(20) for p in sample_problems(batch_rng(0, s), 256, 8, set())}
-    assert drawn == set(TRAINING_FAMILIES)
+    assert drawn == set(TRAINING_FAMILIES) - {"recite"}  # recite: drawn only with --only
+
+
+def test_recite_drill_copies_the_prompts_steps_in_order():
+    rng = random.Random(4)
+    for canvas in CANVASES:
+        problem = make_problem("recite", rng, canvas)
+        steps = [line for line in problem["prompt"].splitlines() if line.startswith("Step ")]
+        lines = problem["response"].splitlines()
+        assert lines == steps and len(lines) >= 2
+        numbers = [int(line.split()[1].rstrip(":")) for line in lines]
+        assert numbers == list(range(1, len(lines) + 1))
+        assert score(problem["response"], problem)
+        assert not score("\n".join(lines[1:]), problem)  # the first step left out
+        assert not score(problem["response"].replace("Step 1:", "Step 2:", 1), problem)
 
 
 def test_program_tests_tell_functions_apart():
@@ -165,3 +179,22 @@ def test_probe_spans_cover_lines_and_results(tokenizer):
     results = _spans(tokenizer, answer, result_only=True)
     want = [line.rsplit("= ", 1)[1] for line in answer.split("\n") if "= " in line]
     assert [tokenizer.decode([ids[i] for i in span]) for span in results] == want
+
+
+def test_token_probe_masks_one_token_a_row(tokenizer):
+    import torch
+    import torch.nn.functional as F
+
+    from vllm_elastic.train.probe import probe_tokens
+
+    vocab, mask = len(tokenizer), tokenizer.mask_token_id
+
+    def peek(batch):  # reads every masked token off another row, where it is visible
+        seen = torch.where(batch == mask, -1, batch).max(0).values  # [T]
+        return F.one_hot(seen.clamp_min(0), vocab).float()[None].expand(len(batch), -1, -1)
+
+    def blank(batch):  # EOS everywhere
+        return F.one_hot(torch.full_like(batch, tokenizer.eos_token_id), vocab).float()
+
+    assert probe_tokens(peek, tokenizer, "story", 256, 2, 3) == 1.0
+    assert probe_tokens(blank, tokenizer, "story", 256, 2, 3) == 0.0

@@ -34,3 +34,21 @@ def test_efficiency_bench_times_the_bare_forward_in_the_worker(tmp_path):
         # the worker's threads are vLLM's binding, not the bench process's
         assert 1 <= r["worker_threads"] <= os.cpu_count()
         assert r["efficiency"] == pytest.approx(r["rows_per_s"] / r["bare_rows_per_s"])
+
+
+@pytest.mark.skipif(not (TINY / "model.safetensors").exists(), reason="no bundled tiny model")
+def test_random_shape_writes_a_loadable_model_with_the_tokenizer(tmp_path):
+    pytest.importorskip("vllm")
+    from vllm_elastic.bench.efficiency import write_random_model
+    from vllm_elastic.eval.runner import load
+
+    folder = write_random_model(str(TINY), "64,2,2,128", str(tmp_path))
+    model, tokenizer = load(folder)
+    cfg = model.config
+    assert (cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.mlp_hidden_size) == (
+        64, 2, 2, 2, 128
+    )
+    tiny, tiny_tokenizer = load(str(TINY))
+    assert cfg.vocab_size == tiny.config.vocab_size
+    assert cfg.mask_token_id == tiny.config.mask_token_id
+    assert tokenizer.encode("Ann has 7 apples.") == tiny_tokenizer.encode("Ann has 7 apples.")

@@ -2,6 +2,7 @@
 
   python -m vllm_elastic.bench.efficiency models/llada-tiny --methods elastic,fastdllm \
       --concurrency 1,16 --num-prompts 32 --gen-length 256 --json efficiency.json
+  python -m vllm_elastic.bench.efficiency models/llada-tiny --random-shape 512,8,8,1408 ...
 
 For each method and concurrency C, the layer-rows per second the plugin computes (the runner's own
 per-request ``rows_computed`` summed over a run of the held-out prompts, at most C in flight, over
@@ -15,6 +16,11 @@ threads and cores vLLM gave it: on the CPU, vLLM binds the worker's OpenMP threa
 one per worker, which it reserves for the engine's other processes (``VLLM_CPU_NUM_OF_RESERVED_CPU``
 changes that). On two cores the worker computes on one; a bare forward timed in the bench's own
 process would use both and halve every ratio. Each row reports both processes' thread counts.
+
+``--random-shape D,LAYERS,HEADS,MLP``: the same runs on a LLaDA of that shape with random weights
+and the model's tokenizer (written to a temporary folder). Its answers mean nothing, but its
+steps are the engine's work at a width where a row's projections weigh more against its attention
+and bookkeeping than in the tiny model.
 
 ``--ar-reference``: stock vLLM serving an autoregressive Llama of the same shape (random weights,
 written with transformers into a temporary folder) at the same concurrencies and output lengths, as
@@ -103,11 +109,6 @@ def ar_reference(model_cfg, concurrencies, num_prompts: int, gen_length: int, pr
 
 
 def main(argv: list[str] | None = None) -> int:
-    from transformers import AutoTokenizer
-
-    from ..core.config import LLaDAConfig
-    from ..plugin.hf_config import register_hf_config
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model")
     ap.add_argument("--methods", default="elastic,fastdllm")
@@ -117,18 +118,60 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default="data/arith_test.jsonl")
     ap.add_argument("--ar-reference", action="store_true")
     ap.add_argument("--json", default=None)
+    ap.add_argument(
+        "--random-shape", default=None, metavar="D,LAYERS,HEADS,MLP",
+        help="bench a LLaDA of this shape with random weights and the model's tokenizer instead",
+    )  # fmt: skip
     args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as folder:
+        model_dir = args.model
+        if args.random_shape:
+            model_dir = write_random_model(args.model, args.random_shape, folder)
+        run(args, model_dir)
+    return 0
+
+
+def write_random_model(model_dir: str, shape: str, folder: str) -> str:
+    """A LLaDA of ``shape`` (d_model, n_layers, n_heads, mlp_hidden_size) with random weights and
+    ``model_dir``'s tokenizer and vocabulary, written to ``folder``: the engine's efficiency at a
+    wider model, where a row's projections cost more against its attention and bookkeeping."""
+    import shutil
+    from dataclasses import replace
+    from pathlib import Path
+
+    from ..core.checkpoint import save_model
+    from ..core.config import LLaDAConfig
+    from ..core.model import LLaDAModel
+
+    d, layers, heads, mlp = (int(x) for x in shape.split(","))
+    base = LLaDAConfig.from_file(model_dir)
+    cfg = replace(base, d_model=d, n_layers=layers, n_heads=heads, n_kv_heads=heads,
+                  mlp_hidden_size=mlp)  # fmt: skip
+    torch.manual_seed(0)
+    save_model(LLaDAModel(cfg), folder)
+    for f in Path(model_dir).iterdir():
+        if f.name.startswith("tokenizer") or f.name == "chat_template.jinja":
+            shutil.copy(f, folder)
+    return folder
+
+
+def run(args: argparse.Namespace, model_dir: str) -> None:
+    from transformers import AutoTokenizer
+
+    from ..core.config import LLaDAConfig
+    from ..plugin.hf_config import register_hf_config
+
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", DEFAULT_CPU_KV_GIB)
     # the weights load in the engine's worker only (its runs and the bare forward): here the
     # prompts need the tokenizer and the reference line the shape
     register_hf_config()  # AutoTokenizer reads config.json: without it, transformers warns
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    config = LLaDAConfig.from_file(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    config = LLaDAConfig.from_file(model_dir)
     problems = load_jsonl(args.data)[: args.num_prompts]
     prompts = [encode_prompt(tokenizer, p["prompt"]) for p in problems]
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     length = round(sum(map(len, prompts)) / len(prompts)) + args.gen_length
-    rows, bare = engine_rows(args.model, prompts, args.methods.split(","), concurrencies,
+    rows, bare = engine_rows(model_dir, prompts, args.methods.split(","), concurrencies,
                              args.gen_length, length)  # fmt: skip
     for r in rows:
         r["rows_per_s"] = r["layer_rows"] / r["wall_s"]
@@ -146,7 +189,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"command": " ".join(sys.argv), "rows": rows}, f, indent=1)
-    return 0
 
 
 if __name__ == "__main__":

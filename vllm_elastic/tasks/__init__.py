@@ -1,9 +1,9 @@
 """Checkable task families (docs/TASKS.md).
 
 The test bed: ``story`` (GSM8K analogue), ``program`` (HumanEval analogue) and ``listing`` (long
-answers), each sized for a canvas of 256, 512 or 1024 tokens. ``sums`` is sized the same way but
-only trained on: a drill for ``story``'s arithmetic. The first tiny model's families, ``arith`` and
-``code``, have short answers and no canvas.
+answers), each sized for a canvas of 256, 512 or 1024 tokens. ``sums`` and ``recite`` are sized the
+same way but only trained on: drills for ``story``'s arithmetic and for its copies of the prompt.
+The first tiny model's families, ``arith`` and ``code``, have short answers and no canvas.
 """
 
 from __future__ import annotations
@@ -12,12 +12,15 @@ import json
 import random
 from pathlib import Path
 
-from . import arith, code, listing, program, story, sums
+from . import arith, code, listing, program, recite, story, sums
 
 FAMILIES = {"arith": arith, "code": code, "story": story, "program": program, "listing": listing,
-            "sums": sums}  # fmt: skip
+            "sums": sums, "recite": recite}  # fmt: skip
 SIZED_FAMILIES = ("story", "program", "listing")  # the test bed: make_problem(rng, canvas)
-TRAINING_FAMILIES = (*SIZED_FAMILIES, "sums")  # what the test-bed model is trained on
+TRAINING_FAMILIES = (*SIZED_FAMILIES, "sums", "recite")  # what the test-bed model is trained on
+# the tokenizer's corpus: ``recite`` is text of ``story``'s, and leaving it out keeps the tokenizer
+# (and the runs that saved it) of before
+CORPUS_FAMILIES = (*SIZED_FAMILIES, "sums")
 CANVASES = (256, 512, 1024)
 
 

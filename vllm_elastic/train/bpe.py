@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from ..tasks import CANVASES, TRAINING_FAMILIES, make_problem
+from ..tasks import CANVASES, CORPUS_FAMILIES, make_problem
 
 MASK_TOKEN, EOS_TOKEN, BOS_TOKEN = "<|mdm_mask|>", "<|eot_id|>", "<|startoftext|>"
 ROLE_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>"]
@@ -32,7 +32,7 @@ CHAT_TEMPLATE = (
 def corpus(seed: int = 0, per_cell: int = CORPUS_PROBLEMS) -> list[str]:
     """Prompts (raw and in the chat format) and answers of every sized family at every canvas."""
     rng, texts = random.Random(seed), []
-    for family in TRAINING_FAMILIES:
+    for family in CORPUS_FAMILIES:
         for canvas in CANVASES:
             for _ in range(per_cell):
                 problem = make_problem(family, rng, canvas)

@@ -15,7 +15,10 @@ reads each result off the next step's left operand scores high on the second, lo
 ``{family}_first_lines``: the first line of each answer alone, everything after it masked: all
 that is given is the prompt (the sampler's starting point, which every later line builds on).
 ``sums_results``: the training drill's results, one at a time, the rest visible (its lines are
-independent, so this is the state it is trained in).
+independent, so this is the state it is trained in). ``recite_lines``: the copy drill's lines
+(each ``story`` step copied from the prompt, nothing worked out). ``story_tokens_alone``: each
+token of the first lines of ``story`` answers masked alone, everything else visible (a model that
+copies from its context gets the step's words, which the prompt and the lines around repeat).
 Whole answers under the sampler are ``curve.py``'s job; this says where the errors are long before
 whole answers come out right.
 """
@@ -33,6 +36,7 @@ from ..tasks import SIZED_FAMILIES, make_problem
 from ..tasks.prompting import encode_prompt
 
 PROBE_SEED = 777  # fresh problems (not the held-out files): their answers are needed here
+TOKEN_PROBE_LINES = 3  # story_tokens_alone: the first lines of each answer
 
 
 def _spans(tokenizer, answer: str, result_only: bool) -> list[list[int]]:
@@ -82,17 +86,46 @@ def probe(
     return right / max(1, total)
 
 
+@torch.no_grad()
+def probe_tokens(
+    model, tokenizer, family: str, canvas: int, problems: int, lines: int, show: int = 0
+) -> float:
+    """Share of the first ``lines`` lines' tokens filled in right, each masked alone with everything
+    else visible: the easiest state there is (every neighbour given, the prompt too). ``show``:
+    print the first that many problems' lines as they are and as filled in, token by token."""
+    rng = random.Random(PROBE_SEED)
+    right = total = 0
+    for n in range(problems):
+        problem = make_problem(family, rng, canvas)
+        prompt = encode_prompt(tokenizer, problem["prompt"])
+        answer = tokenizer.encode(problem["response"], add_special_tokens=False)
+        ids = torch.tensor(prompt + answer + [tokenizer.eos_token_id] * (canvas - len(answer)))
+        cols = [len(prompt) + i for span in _spans(tokenizer, problem["response"], False)[:lines]
+                for i in span]  # fmt: skip
+        batch = ids.repeat(len(cols), 1)  # [C, T] one masked token per row
+        batch[range(len(cols)), cols] = tokenizer.mask_token_id
+        guess = model(batch).argmax(-1)[range(len(cols)), cols]  # [C]
+        right += int((guess == ids[cols]).sum())
+        total += len(cols)
+        if n < show:
+            print(f"{family} tokens alone, as written: {tokenizer.decode(ids[cols])!r}")
+            print(f"{family} tokens alone, filled in:  {tokenizer.decode(guess)!r}")
+    return right / max(1, total)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("model")
     p.add_argument("--canvas", type=int, default=256)
     p.add_argument("--problems", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--show", type=int, default=0,
+                   help="print this many problems' story_tokens_alone lines, as written and filled")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     model, tokenizer = load(args.model)
     row = {"model": args.model, "canvas": args.canvas, "problems": args.problems}
-    for family in SIZED_FAMILIES:
+    for family in (*SIZED_FAMILIES, "recite"):
         row[f"{family}_lines"] = probe(model, tokenizer, family, args.canvas, args.problems, False)
         row[f"{family}_first_lines"] = probe(
             model, tokenizer, family, args.canvas, args.problems, False, first_only=True
@@ -103,6 +136,9 @@ def main() -> None:
     )
     row["story_lines_next_visible"] = probe(
         model, tokenizer, "story", args.canvas, args.problems, False, tail=False
+    )
+    row["story_tokens_alone"] = probe_tokens(
+        model, tokenizer, "story", args.canvas, args.problems, TOKEN_PROBE_LINES, args.show
     )
     row["sums_results"] = probe(
         model, tokenizer, "sums", args.canvas, args.problems, True, tail=False
