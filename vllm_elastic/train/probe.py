@@ -56,6 +56,18 @@ def _spans(tokenizer, answer: str, result_only: bool) -> list[list[int]]:
     return [s for s in spans if s]
 
 
+def _probe_problems(tokenizer, family: str, canvas: int, problems: int):
+    """The probe's fresh problems (the same ones every call), each with its prompt's length and
+    its ids: prompt, reference answer, EOS padding to the canvas [T]."""
+    rng = random.Random(PROBE_SEED)
+    for _ in range(problems):
+        problem = make_problem(family, rng, canvas)
+        prompt = encode_prompt(tokenizer, problem["prompt"])
+        answer = tokenizer.encode(problem["response"], add_special_tokens=False)
+        ids = torch.tensor(prompt + answer + [tokenizer.eos_token_id] * (canvas - len(answer)))
+        yield problem, len(prompt), ids
+
+
 @torch.no_grad()
 def probe(
     model, tokenizer, family: str, canvas: int, problems: int, result_only: bool, tail: bool = True,
@@ -63,24 +75,19 @@ def probe(
 ) -> float:
     """Share of spans filled in right; ``tail``: everything after the span is masked too;
     ``first_only``: each answer's first span alone (its first line: only the prompt to go on)."""
-    rng = random.Random(PROBE_SEED)
     right = total = 0
-    for _ in range(problems):
-        problem = make_problem(family, rng, canvas)
-        prompt = encode_prompt(tokenizer, problem["prompt"])
-        answer = tokenizer.encode(problem["response"], add_special_tokens=False)
-        ids = torch.tensor(prompt + answer + [tokenizer.eos_token_id] * (canvas - len(answer)))
+    for problem, start, ids in _probe_problems(tokenizer, family, canvas, problems):
         spans = _spans(tokenizer, problem["response"], result_only)
         spans = spans[:1] if first_only else spans
         batch = ids.repeat(len(spans), 1)  # [S, T] one masked line (and what follows) per row
         for row, span in enumerate(spans):
             if tail:
-                batch[row, len(prompt) + span[0] :] = tokenizer.mask_token_id
+                batch[row, start + span[0] :] = tokenizer.mask_token_id
             else:
-                batch[row, [len(prompt) + i for i in span]] = tokenizer.mask_token_id
+                batch[row, [start + i for i in span]] = tokenizer.mask_token_id
         guess = model(batch).argmax(-1)  # [S, T]
         for row, span in enumerate(spans):
-            cols = [len(prompt) + i for i in span]
+            cols = [start + i for i in span]
             right += bool((guess[row, cols] == ids[cols]).all())
             total += 1
     return right / max(1, total)
@@ -93,14 +100,11 @@ def probe_tokens(
     """Share of the first ``lines`` lines' tokens filled in right, each masked alone with everything
     else visible: the easiest state there is (every neighbour given, the prompt too). ``show``:
     print the first that many problems' lines as they are and as filled in, token by token."""
-    rng = random.Random(PROBE_SEED)
     right = total = 0
-    for n in range(problems):
-        problem = make_problem(family, rng, canvas)
-        prompt = encode_prompt(tokenizer, problem["prompt"])
-        answer = tokenizer.encode(problem["response"], add_special_tokens=False)
-        ids = torch.tensor(prompt + answer + [tokenizer.eos_token_id] * (canvas - len(answer)))
-        cols = [len(prompt) + i for span in _spans(tokenizer, problem["response"], False)[:lines]
+    for n, (problem, start, ids) in enumerate(
+        _probe_problems(tokenizer, family, canvas, problems)
+    ):
+        cols = [start + i for span in _spans(tokenizer, problem["response"], False)[:lines]
                 for i in span]  # fmt: skip
         batch = ids.repeat(len(cols), 1)  # [C, T] one masked token per row
         batch[range(len(cols)), cols] = tokenizer.mask_token_id
