@@ -123,11 +123,11 @@ def main(argv: list[str] | None = None) -> int:
         help="bench a LLaDA of this shape with random weights and the model's tokenizer instead",
     )  # fmt: skip
     args = ap.parse_args(argv)
+    if not args.random_shape:
+        run(args, args.model)
+        return 0
     with tempfile.TemporaryDirectory() as folder:
-        model_dir = args.model
-        if args.random_shape:
-            model_dir = write_random_model(args.model, args.random_shape, folder)
-        run(args, model_dir)
+        run(args, write_random_model(args.model, args.random_shape, folder))
     return 0
 
 

@@ -149,10 +149,7 @@ class _ProbeState:
         self.track_num = dev(np.array([pr.track_num if pr else 0 for pr in probes]))
         self.still_masked = batch.still_masked() if self.any_probe else None
         # masks the statistics need at every layer, fixed for the step (none without a probe)
-        self.key_invalid = self.kept = None
-        # no drift test in this step: empty pair masks (the attention returns K = 0 partials)
-        self.pair_invalid = torch.zeros(r, 0, batch.max_len, dtype=torch.bool, device=device)
-        self.pair_count = torch.ones(r, dtype=torch.long, device=device)
+        self.key_invalid = self.kept = self.pair_invalid = self.pair_count = None
         if self.any_probe:
             key_valid = torch.arange(batch.max_len, device=device)[None] < batch.seq_lens[:, None]
             self.key_invalid = ~key_valid  # [R, N]
@@ -163,6 +160,10 @@ class _ProbeState:
                 pair_valid = tracked_valid[:, :, None] & key_valid[:, None, :]  # [R, K, N]
                 self.pair_invalid = ~pair_valid
                 self.pair_count = pair_valid.sum((1, 2)).clamp_min(1)  # [R]
+            else:  # no drift test in this step: empty pair masks (the attention's K = 0)
+                n = batch.max_len
+                self.pair_invalid = torch.zeros(r, 0, n, dtype=torch.bool, device=device)
+                self.pair_count = torch.ones(r, dtype=torch.long, device=device)
         self.refresh_from = dev(batch.refresh_from)  # [R] lowered by immediate triggers
         self.deferred_from = torch.full((r,), num_layers, dtype=torch.long, device=device)
         # per layer, as decided ([R, width] and [R]); stacked once the forward is done

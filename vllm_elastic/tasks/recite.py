@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 
-from . import story
+from . import listing, story
 
 
 def make_problem(rng: random.Random, canvas: int = 256) -> dict:
@@ -27,6 +27,4 @@ def make_problem(rng: random.Random, canvas: int = 256) -> dict:
     return {"task": "recite", "prompt": base["prompt"], "answer": answer, "response": answer}
 
 
-def score(text: str, problem: dict) -> bool:
-    got = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return got == problem["answer"].splitlines()
+score = listing.score  # exact match of every line, surrounding whitespace ignored

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import random
 
+from . import listing
 from .story import MAX_OPERAND, MAX_TOTAL
 
 HEADER = "Work out each line:"
@@ -53,6 +54,4 @@ def make_problem(rng: random.Random, canvas: int = 256) -> dict:
             "response": answer, "fill": fill}  # fmt: skip
 
 
-def score(text: str, problem: dict) -> bool:
-    got = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return got == problem["answer"].splitlines()
+score = listing.score  # exact match of every line, surrounding whitespace ignored
