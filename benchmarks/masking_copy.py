@@ -6,6 +6,7 @@
   python benchmarks/masking_copy.py --jitter 40 --digit-index --pad 180   # EOS to a 256 canvas
   python benchmarks/masking_copy.py --ragged 8    # lines of 1 to 8 digits: where a line is varies
   python benchmarks/masking_copy.py --ragged 8 --token-index   # ... each number one token
+  python benchmarks/masking_copy.py --ragged 3 --sentences   # lines as sentences: words repeat
 
 Sequences: a prompt of k lines ``L i : d d d d`` (i the line's number, one token each; d random
 digits), then the answer, the same lines in the same order: ``recite``'s copy (docs/TASKS.md) with
@@ -32,6 +33,11 @@ from vllm_elastic.core.model import LLaDAModel
 SEP, NEWLINE, MASK, MARK, FILLER, EOS, FIRST_INDEX = 10, 11, 12, 13, 14, 15, 16  # digits: 0..9
 DIGITS = 4
 MAX_LINES = 32
+VERBS, ITEMS = 4, 8  # --sentences: word tokens after the line numbers
+FIRST_VERB = FIRST_INDEX + MAX_LINES
+FIRST_ITEM = FIRST_VERB + VERBS
+FIRST_NAME = FIRST_ITEM + ITEMS
+NAMES = 8  # --names changes it
 
 
 def lines(n: int, k: int, gen: torch.Generator, digit_index: bool = False) -> torch.Tensor:
@@ -67,6 +73,38 @@ def ragged_lines(
             row += [MARK, *index, SEP, *digits, NEWLINE]
         rows.append(row)
         spans.append(span)
+    return _pad(rows, spans)
+
+
+def sentence_lines(
+    n: int, k: int, gen: torch.Generator, max_digits: int, names: int = NAMES
+) -> tuple[torch.Tensor, torch.Tensor, list[list[tuple[int, int]]], list[list[int]]]:
+    """``--sentences``: ``ragged_lines`` whose lines read like the test bed's steps, ``L 0 3 :
+    verb d.. item : name``: the item is the same in every line of a sequence and the verb one
+    of four, so a digit's or a name's neighbours no longer say which line it belongs to, only
+    the line's number does (as ``He gives 9 cookies to Paul`` among lines that all say
+    ``cookies``). Also returns each sequence's positions that only the copy can fill (its digits
+    and names)."""
+    rows, spans, copied = [], [], []
+    for _ in range(n):
+        row, span, own = [], [], []
+        item = FIRST_ITEM + int(torch.randint(0, ITEMS, (1,), generator=gen))
+        for i in range(k):
+            width = int(torch.randint(1, max_digits + 1, (1,), generator=gen))
+            digits = torch.randint(0, 10, (width,), generator=gen).tolist()
+            verb = FIRST_VERB + int(torch.randint(0, VERBS, (1,), generator=gen))
+            name = FIRST_NAME + int(torch.randint(0, names, (1,), generator=gen))
+            line = [MARK, (i + 1) // 10, (i + 1) % 10, SEP, verb, *digits, item, SEP, name]
+            own += [len(row) + 5 + j for j in range(width)] + [len(row) + len(line) - 1]
+            span.append((len(row), len(row) + len(line) + 1))
+            row += [*line, NEWLINE]
+        rows.append(row)
+        spans.append(span)
+        copied.append(own)
+    return (*_pad(rows, spans), copied)
+
+
+def _pad(rows: list[list[int]], spans: list) -> tuple[torch.Tensor, torch.Tensor, list]:
     width = max(map(len, rows))
     prompt = torch.tensor([[FILLER] * (width - len(r)) + r for r in rows])
     answer = torch.tensor([r + [EOS] * (width - len(r)) for r in rows])
@@ -100,6 +138,29 @@ def score_ragged(
             else:
                 tokens_right += bool(guess[i, digit] == answer[i, digit])
     return lines_right / n, tokens_right / n
+
+
+@torch.no_grad()
+def score_sentences(
+    model: LLaDAModel, k: int, max_digits: int, names: int, gen: torch.Generator
+) -> tuple[float, float]:
+    """``score`` for ``--sentences``: whole lines, and a copied token (digit or name) alone."""
+    n = 64
+    prompt, answer, spans, copied = sentence_lines(n, k, gen, max_digits, names)
+    which = [spans[i][int(torch.randint(0, k, (1,), generator=gen))] for i in range(n)]
+    noisy = answer.clone()
+    for i, (lo, _) in enumerate(which):
+        noisy[i, lo:] = MASK
+    guess = model(torch.cat([prompt, noisy], 1))[:, prompt.shape[1] :].argmax(-1)
+    lines_right = sum(bool((guess[i, lo:hi] == answer[i, lo:hi]).all()) for i, (lo, hi) in
+                      enumerate(which))  # fmt: skip
+    picks = torch.tensor([own[int(torch.randint(0, len(own), (1,), generator=gen))]
+                          for own in copied])  # fmt: skip
+    noisy = answer.clone()
+    noisy[torch.arange(n), picks] = MASK
+    guess = model(torch.cat([prompt, noisy], 1))[:, prompt.shape[1] :].argmax(-1)
+    tokens_right = (guess[torch.arange(n), picks] == answer[torch.arange(n), picks]).float().mean()
+    return lines_right / n, tokens_right.item()
 
 
 def with_prefix(answer: torch.Tensor, jitter: int, gen: torch.Generator) -> torch.Tensor:
@@ -147,6 +208,11 @@ def main() -> None:
                    help="lines of 1..MAX_DIGITS digits, numbered with digits (ragged_lines)")
     p.add_argument("--token-index", action="store_true",
                    help="--ragged: one token per line number (as if 'Step 3:' were one token)")
+    p.add_argument("--sentences", action="store_true",
+                   help="--ragged: lines of words as well as digits (sentence_lines)")
+    p.add_argument("--names", type=int, default=NAMES, help="--sentences: names to draw from")
+    p.add_argument("--vocab", type=int, default=0,
+                   help="embedding rows (at least the tokens used; the test bed has 640)")
     p.add_argument("--pad", type=int, default=0,
                    help="EOS tokens after the answer, maskable like it (LLaDA SFT's padding)")
     p.add_argument("--jitter", type=int, default=0,
@@ -155,17 +221,25 @@ def main() -> None:
     args = p.parse_args()
     if not 1 <= args.lines <= MAX_LINES:
         p.error(f"--lines must be in 1..{MAX_LINES}")
+    if args.sentences and not args.ragged:
+        p.error("--sentences needs --ragged MAX_DIGITS (the numbers' lengths)")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    vocab = FIRST_INDEX + MAX_LINES
-    cfg = LLaDAConfig(d_model=256, n_heads=4, n_kv_heads=4, n_layers=6, mlp_hidden_size=768,
-                      vocab_size=vocab, embedding_size=vocab, max_sequence_length=40 *
-                      MAX_LINES, mask_token_id=MASK, rope_theta=10000.0)  # fmt: skip
+    vocab = FIRST_NAME + args.names if args.sentences else FIRST_INDEX + MAX_LINES
+    vocab = max(vocab, args.vocab)  # (the earlier runs' initialisation kept without --vocab)
+    cfg = LLaDAConfig(d_model=256, n_heads=4, n_kv_heads=4, n_layers=6,
+                      mlp_hidden_size=768, vocab_size=vocab, embedding_size=vocab,
+                      max_sequence_length=40 * MAX_LINES, mask_token_id=MASK,
+                      rope_theta=10000.0)  # fmt: skip
     model = LLaDAModel(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1, betas=(0.9, 0.95))
     gen, start = torch.Generator().manual_seed(1), time.time()
     for step in range(args.steps):
-        if args.ragged:
+        if args.sentences:
+            prompt, answer, *_ = sentence_lines(
+                args.batch, args.lines, gen, args.ragged, args.names
+            )
+        elif args.ragged:
             prompt, answer, _ = ragged_lines(
                 args.batch, args.lines, gen, args.ragged, not args.token_index
             )
@@ -182,7 +256,9 @@ def main() -> None:
         loss.backward()
         opt.step()
         if step % 50 == 0 or step == args.steps - 1:
-            if args.ragged:
+            if args.sentences:
+                line, token = score_sentences(model, args.lines, args.ragged, args.names, gen)
+            elif args.ragged:
                 line, token = score_ragged(
                     model, args.lines, args.ragged, not args.token_index, gen
                 )

@@ -198,3 +198,38 @@ def test_token_probe_masks_one_token_a_row(tokenizer):
 
     assert probe_tokens(peek, tokenizer, "story", 256, 2, 3) == 1.0
     assert probe_tokens(blank, tokenizer, "story", 256, 2, 3) == 0.0
+
+
+def test_copied_tokens_are_the_step_sentences_numbers_and_names(tokenizer):
+    from vllm_elastic.train.probe import _copied
+
+    answer = (
+        "Step 1: He gives 9 cookies to Paul. 47 - 9 = 38\n"
+        "Step 2: Mia gives him 4 cookies. 38 + 4 = 42"
+    )
+    ids = tokenizer.encode(answer, add_special_tokens=False)
+    got = [tokenizer.decode([ids[i]]).strip() for i in _copied(tokenizer, answer, 2)]
+    assert got == ["9", "Paul", "Mia", "4"]  # not the line numbers, not the working
+    first = [tokenizer.decode([ids[i]]).strip() for i in _copied(tokenizer, answer, 1)]
+    assert first == ["9", "Paul"]
+
+
+def test_copied_probe_reads_the_prompt_or_not(tokenizer):
+    import torch
+    import torch.nn.functional as F
+
+    from vllm_elastic.train.probe import probe_copied
+
+    vocab, mask = len(tokenizer), tokenizer.mask_token_id
+
+    def peek(batch):  # reads every masked token off another row, where it is visible
+        seen = torch.where(batch == mask, -1, batch).max(0).values  # [T]
+        return F.one_hot(seen.clamp_min(0), vocab).float()[None].expand(len(batch), -1, -1)
+
+    def reader(batch):  # right only while it can see the prompt (its first token)
+        if (batch[:, 0] == mask).any():
+            return F.one_hot(torch.full_like(batch, tokenizer.eos_token_id), vocab).float()
+        return peek(batch)
+
+    assert probe_copied(reader, tokenizer, 256, 2, 3, prompt_masked=False) == 1.0
+    assert probe_copied(reader, tokenizer, 256, 2, 3, prompt_masked=True) == 0.0

@@ -19,6 +19,10 @@ independent, so this is the state it is trained in). ``recite_lines``: the copy 
 (each ``story`` step copied from the prompt, nothing worked out). ``story_tokens_alone``: each
 token of the first lines of ``story`` answers masked alone, everything else visible (a model that
 copies from its context gets the step's words, which the prompt and the lines around repeat).
+``story_copied_alone``: the same for the tokens that only the prompt holds (each step sentence's
+number and name), and ``story_copied_alone_prompt_masked`` with the prompt masked as well: a model
+that reads its prompt scores far higher on the first; one that guesses from answers it has seen
+scores the same on both.
 Whole answers under the sampler are ``curve.py``'s job; this says where the errors are long before
 whole answers come out right.
 """
@@ -32,7 +36,7 @@ import random
 import torch
 
 from ..eval.runner import load
-from ..tasks import SIZED_FAMILIES, make_problem
+from ..tasks import SIZED_FAMILIES, make_problem, story
 from ..tasks.prompting import encode_prompt
 
 PROBE_SEED = 777  # fresh problems (not the held-out files): their answers are needed here
@@ -66,6 +70,41 @@ def _probe_problems(tokenizer, family: str, canvas: int, problems: int):
         answer = tokenizer.encode(problem["response"], add_special_tokens=False)
         ids = torch.tensor(prompt + answer + [tokenizer.eos_token_id] * (canvas - len(answer)))
         yield problem, len(prompt), ids
+
+
+def _copied(tokenizer, answer: str, lines: int) -> list[int]:
+    """Token indices of the numbers and names in the step sentences of the first ``lines`` lines
+    (between ``Step k:`` and the sentence's full stop): what the answer takes from the prompt."""
+    enc = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
+    names = {name for name, _, _ in story.NAMES}
+    out, pos = [], 0
+    for line in answer.split("\n")[:lines]:
+        lo, hi = pos + line.find(":") + 1, pos + line.find(".")
+        for i, (a, b) in enumerate(enc["offset_mapping"]):
+            text = answer[a:b].strip()
+            if lo <= a < hi and (text.isdigit() or text in names):
+                out.append(i)
+        pos += len(line) + 1
+    return out
+
+
+@torch.no_grad()
+def probe_copied(
+    model, tokenizer, canvas: int, problems: int, lines: int, prompt_masked: bool
+) -> float:
+    """Share of the copied tokens of ``story`` answers (``_copied``) filled in right, each masked
+    alone; ``prompt_masked``: the prompt masked too (what the model knows without reading it)."""
+    right = total = 0
+    for problem, start, ids in _probe_problems(tokenizer, "story", canvas, problems):
+        cols = [start + i for i in _copied(tokenizer, problem["response"], lines)]
+        batch = ids.repeat(len(cols), 1)  # [C, T] one masked token per row
+        batch[range(len(cols)), cols] = tokenizer.mask_token_id
+        if prompt_masked:
+            batch[:, :start] = tokenizer.mask_token_id
+        guess = model(batch).argmax(-1)[range(len(cols)), cols]  # [C]
+        right += int((guess == ids[cols]).sum())
+        total += len(cols)
+    return right / max(1, total)
 
 
 @torch.no_grad()
@@ -144,6 +183,10 @@ def main() -> None:
     row["story_tokens_alone"] = probe_tokens(
         model, tokenizer, "story", args.canvas, args.problems, TOKEN_PROBE_LINES, args.show
     )
+    for masked, key in ((False, "story_copied_alone"), (True, "story_copied_alone_prompt_masked")):
+        row[key] = probe_copied(
+            model, tokenizer, args.canvas, args.problems, TOKEN_PROBE_LINES, masked
+        )
     row["sums_results"] = probe(
         model, tokenizer, "sums", args.canvas, args.problems, True, tail=False
     )
