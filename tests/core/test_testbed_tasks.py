@@ -205,10 +205,11 @@ def test_copied_tokens_are_the_step_sentences_numbers_and_names(tokenizer):
 
     answer = (
         "Step 1: He gives 9 cookies to Paul. 47 - 9 = 38\n"
-        "Step 2: Mia gives him 4 cookies. 38 + 4 = 42"
+        "Step 2: Mia gives him 4 cookies. 38 + 4 = 42\n"
+        "The answer is 42."
     )
     ids = tokenizer.encode(answer, add_special_tokens=False)
-    got = [tokenizer.decode([ids[i]]).strip() for i in _copied(tokenizer, answer, 2)]
+    got = [tokenizer.decode([ids[i]]).strip() for i in _copied(tokenizer, answer, 3)]
     assert got == ["9", "Paul", "Mia", "4"]  # not the line numbers, not the working
     first = [tokenizer.decode([ids[i]]).strip() for i in _copied(tokenizer, answer, 1)]
     assert first == ["9", "Paul"]

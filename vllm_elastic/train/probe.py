@@ -79,6 +79,9 @@ def _copied(tokenizer, answer: str, lines: int) -> list[int]:
     names = {name for name, _, _ in story.NAMES}
     out, pos = [], 0
     for line in answer.split("\n")[:lines]:
+        if not line.startswith("Step "):  # the closing line: worked out, not copied
+            pos += len(line) + 1
+            continue
         lo, hi = pos + line.find(":") + 1, pos + line.find(".")
         for i, (a, b) in enumerate(enc["offset_mapping"]):
             text = answer[a:b].strip()
