@@ -91,6 +91,15 @@ def _copied(tokenizer, answer: str, lines: int) -> list[int]:
     return out
 
 
+def _fill_each_alone(model, mask_id: int, ids: torch.Tensor, cols: list[int], hide: int = 0):
+    """The model's guess [C] at each of ``cols``, masked alone in its own copy of ``ids`` [T]
+    (with the first ``hide`` positions masked in every copy)."""
+    batch = ids.repeat(len(cols), 1)  # [C, T] one masked token per row
+    batch[range(len(cols)), cols] = mask_id
+    batch[:, :hide] = mask_id
+    return model(batch).argmax(-1)[range(len(cols)), cols]
+
+
 @torch.no_grad()
 def probe_copied(
     model, tokenizer, canvas: int, problems: int, lines: int, prompt_masked: bool
@@ -100,11 +109,8 @@ def probe_copied(
     right = total = 0
     for problem, start, ids in _probe_problems(tokenizer, "story", canvas, problems):
         cols = [start + i for i in _copied(tokenizer, problem["response"], lines)]
-        batch = ids.repeat(len(cols), 1)  # [C, T] one masked token per row
-        batch[range(len(cols)), cols] = tokenizer.mask_token_id
-        if prompt_masked:
-            batch[:, :start] = tokenizer.mask_token_id
-        guess = model(batch).argmax(-1)[range(len(cols)), cols]  # [C]
+        hide = start if prompt_masked else 0
+        guess = _fill_each_alone(model, tokenizer.mask_token_id, ids, cols, hide)  # [C]
         right += int((guess == ids[cols]).sum())
         total += len(cols)
     return right / max(1, total)
@@ -148,9 +154,7 @@ def probe_tokens(
     ):
         cols = [start + i for span in _spans(tokenizer, problem["response"], False)[:lines]
                 for i in span]  # fmt: skip
-        batch = ids.repeat(len(cols), 1)  # [C, T] one masked token per row
-        batch[range(len(cols)), cols] = tokenizer.mask_token_id
-        guess = model(batch).argmax(-1)[range(len(cols)), cols]  # [C]
+        guess = _fill_each_alone(model, tokenizer.mask_token_id, ids, cols)  # [C]
         right += int((guess == ids[cols]).sum())
         total += len(cols)
         if n < show:
