@@ -8,6 +8,8 @@
   python benchmarks/recite_copy.py --echo 0.5            # half the sequences copy random tokens
   python benchmarks/recite_copy.py --equal-lines         # every step sentence the same length
   python benchmarks/recite_copy.py --copy-loss-only --pad 8   # EOS to 8 past the longest answer
+  python benchmarks/recite_copy.py --dense 1 --pad 8      # lines whose every slot is a copy
+  python benchmarks/recite_copy.py --dense 1 --pad 8 --dense-lines 8   # ... always 8 of them
 
 ``masking_copy.py``'s loop (batches of 16, each answer position masked with probability t ~ U(0, 1),
 the plain mean loss, AdamW at a fixed rate, no schedule) on ``recite`` problems for canvas 256
@@ -20,6 +22,14 @@ holds) masked alone, everything else visible, right or not.
 ``--echo SHARE``: that share of the sequences is a copy drill with no words around it: a prompt of
 20 to 80 tokens drawn at random from those that ``recite`` answers use, the answer the same tokens.
 Every answer token is then a copy, where in ``recite`` one in six to eleven is.
+
+``--dense SHARE``: that share of the sequences is a copy drill whose lines have ``story``'s
+sentence forms with every slot (subject, operand of 1 to 99, item, other person) drawn anew for
+each line (``dense_problem``): most of each line is a copy only the prompt's line can give, as in
+``masking_copy.py --sentences``. The loss takes all of such a sequence's masked tokens (with
+``--copy-loss-only`` too); the score is printed for these sequences as well. ``--dense-lines``:
+their number of lines, fixed (``8``) or drawn from a range (``6 10``); by default as ``story``
+draws its steps (2 to 9). Each report also gives the loss of the batch's masked copied tokens.
 
 ``--equal-lines``: ``story``'s sentences rewritten so that every step line has the same number of
 tokens (``EQUAL_ADD`` / ``EQUAL_SUB``: a word added or moved; operands are one digit, names and
@@ -51,6 +61,24 @@ EQUAL_ADD = ["{p} buys {b} more {i}.", "{p} finds {b} more {i}.", "{o} gives {q}
 EQUAL_SUB = ["{p} gives {o} {b} {i}.", "{p} loses {b} more {i}.", "{p} sells {b} more {i}."]
 
 
+def dense_problem(rng: random.Random, lines: tuple[int, ...] = (), templates: int = 0) -> dict:
+    """``--dense``: ``recite`` lines whose every slot (subject, operand of 1 to 99, item, other
+    person) is drawn anew for each line, so that nearly every token but the line's number is a
+    copy that only the prompt's line can give; the prompt is the lines alone. ``lines``: that
+    many lines, or from LO to HI (empty: as ``story`` draws them); ``templates``: the first that
+    many sentence forms (0: all)."""
+    out, forms = [], story.ADD_VERBS + story.SUB_VERBS
+    lo, hi = (lines * 2)[:2] if lines else story.STEPS[CANVAS]
+    for k in range(1, rng.randint(lo, hi) + 1):
+        (name, _, obj), (other, _, _) = rng.sample(story.NAMES, 2)
+        verb = rng.choice(forms[: templates or len(forms)])
+        sentence = verb.format(p=name, q=obj, o=other, b=rng.randint(1, 99),
+                               i=rng.choice(story.ITEMS))  # fmt: skip
+        out.append(f"Step {k}: {sentence}")
+    text = "\n".join(out)
+    return {"prompt": text, "response": text}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--tokenizer", default=None,
@@ -70,6 +98,12 @@ def main() -> None:
     p.add_argument("--no-space", action="store_true",
                    help="drop the space token (before every number) from prompt and answer")
     p.add_argument("--echo", type=float, default=0.0, help="share of random-token copy drills")
+    p.add_argument("--dense", type=float, default=0.0,
+                   help="share of dense copy drills: every slot of every step line drawn anew")
+    p.add_argument("--dense-lines", type=int, nargs="+", default=[], metavar="N",
+                   help="--dense: lines per problem (N, or LO HI)")
+    p.add_argument("--dense-templates", type=int, default=0,
+                   help="--dense: the first N sentence forms only")
     p.add_argument("--left-pad", action="store_true",
                    help="EOS before shorter prompts: every answer starts at one position")
     p.add_argument("--equal-lines", action="store_true",
@@ -105,15 +139,23 @@ def main() -> None:
             recite.make_problem(rng, CANVAS)["response"], add_special_tokens=False
         )["input_ids"]})  # fmt: skip
 
-    def batch(n: int, echo: float) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
-        """ids [n, T] (prompt, answer, EOS), maskable [n, T], each row's (answer start, length)."""
-        rows = []
+    def batch(
+        n: int, echo: float, dense: float = 0.0
+    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]], torch.Tensor]:
+        """ids [n, T] (prompt, answer, EOS), maskable [n, T], each row's (answer start, length),
+        and which rows are dense drills [n]."""
+        rows, is_dense = [], []
         for _ in range(n):
             if args.echo > 0 and rng.random() < echo:  # (no draw without --echo)
                 seq = [rng.choice(pool) for _ in range(rng.randint(20, 80))]
                 rows.append((seq, list(seq)))
+                is_dense.append(False)
                 continue
-            problem = recite.make_problem(rng, CANVAS)
+            is_dense.append(dense > 0 and rng.random() < dense)  # (no draw without --dense)
+            problem = (
+                dense_problem(rng, tuple(args.dense_lines), args.dense_templates)
+                if is_dense[-1] else recite.make_problem(rng, CANVAS)
+            )
             text = problem["response"] if args.steps_only else problem["prompt"]
             prompt = encode_prompt(tok, text, chat=rng.random() < args.chat)
             answer = tok(problem["response"], add_special_tokens=False)["input_ids"]
@@ -132,11 +174,11 @@ def main() -> None:
             ids[i, lo + len(pr) : lo + len(pr) + len(a)] = torch.tensor(a)
             maskable[i, lo + len(pr) :] = True
             spans.append((lo + len(pr), len(a)))
-        return ids, maskable, spans
+        return ids, maskable, spans, torch.tensor(is_dense)
 
     @torch.no_grad()
-    def score() -> float:
-        ids, _, spans = batch(SCORED, 0.0)
+    def score(dense: float = 0.0) -> float:
+        ids, _, spans, _ = batch(SCORED, 0.0, dense)
         ok = copied(ids)  # [n, T]
         picks = [rng.choice([s + j for j in range(n) if ok[i, s + j]])
                  for i, (s, n) in enumerate(spans)]  # fmt: skip
@@ -147,7 +189,7 @@ def main() -> None:
 
     start = time.time()
     for step in range(args.steps):
-        ids, maskable, _ = batch(args.batch, args.echo)
+        ids, maskable, _, dense_rows = batch(args.batch, args.echo, args.dense)
         t = torch.rand(args.batch, 1)  # [n, 1]
         if args.fill_copied:
             maskable = maskable & copied(ids)
@@ -155,8 +197,10 @@ def main() -> None:
         logits = model(torch.where(masked, tok.mask_token_id, ids))  # [n, T, V]
         target = masked
         if args.copy_loss_only:
-            target = masked & copied(ids)
+            target = masked & (copied(ids) | dense_rows[:, None])
         loss = F.cross_entropy(logits[target], ids[target])
+        on_copies = masked & copied(ids)
+        copy_loss = F.cross_entropy(logits[on_copies].detach(), ids[on_copies])
         opt.zero_grad()
         loss.backward()
         if args.clip:
@@ -165,9 +209,11 @@ def main() -> None:
         if step % 50 == 0:
             model.eval()
             right = score()
+            dense = f"  dense drill's {score(1.0):.3f}" if args.dense > 0 else ""
             model.train()
             print(f"update {step:4d}  {time.time() - start:5.0f} s  loss {loss.item():.3f}  "
-                  f"copied tokens alone right {right:.3f}", flush=True)
+                  f"copies' loss {copy_loss.item():.3f}  "
+                  f"copied tokens alone right {right:.3f}{dense}", flush=True)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from vllm_elastic.tasks import (
     make_problem,
     make_problems,
     score,
+    story,
 )  # fmt: skip
 from vllm_elastic.train.batches import batch_rng, sample_problems
 from vllm_elastic.train.bpe import build_tokenizer
@@ -73,7 +74,25 @@ def test_sums_drill_is_independent_lines_of_story_arithmetic():
         wrong = problem["response"].replace(lines[0], lines[0][:-1] + "x")
         assert score(problem["response"], problem) and not score(wrong, problem)
     drawn = {p["task"] for s in range(20) for p in sample_problems(batch_rng(0, s), 256, 8, set())}
-    assert drawn == set(TRAINING_FAMILIES) - {"recite"}  # recite: drawn only with --only
+    assert drawn == set(TRAINING_FAMILIES)
+
+
+def test_transcribe_drill_copies_eight_lines_whose_every_slot_varies():
+    rng = random.Random(5)
+    names = {name for name, _, _ in story.NAMES}
+    for canvas in CANVASES:
+        problem = make_problem("transcribe", rng, canvas)
+        header, *steps = problem["prompt"].splitlines()
+        lines = problem["response"].splitlines()
+        assert header == "Copy the steps:" and lines == steps and len(lines) == 8
+        assert [line.split(":")[0] for line in lines] == [f"Step {k}" for k in range(1, 9)]
+        words = [set(line.replace(".", "").split()) for line in lines]
+        assert len({frozenset(w & set(story.ITEMS)) for w in words}) > 1  # items vary by line
+        assert len(set().union(*words) & names) > 2  # so do the people
+        operands = [int(w) for line in lines for w in line.split()[2:] if w.isdigit()]
+        assert len(operands) == 8 and all(1 <= b <= 99 for b in operands)
+        assert score(problem["response"], problem)
+        assert not score(problem["response"].replace(lines[3], lines[4], 1), problem)
 
 
 def test_recite_drill_copies_the_prompts_steps_in_order():

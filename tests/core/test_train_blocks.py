@@ -8,7 +8,8 @@ import torch
 
 from vllm_elastic.core.config import LLaDAConfig
 from vllm_elastic.core.model import LLaDAModel
-from vllm_elastic.train.batches import batch_rng, make_batch, sample_problems
+from vllm_elastic.tasks import DRILL_FAMILIES, TRAINING_FAMILIES
+from vllm_elastic.train.batches import DRILL_PAD, batch_rng, make_batch, sample_problems
 from vllm_elastic.train.bpe import build_tokenizer
 from vllm_elastic.train.objective import block_noise, masked_diffusion_loss
 
@@ -40,12 +41,48 @@ def test_block_batches_end_after_their_block(tokenizer):
                 assert prompt_len <= start <= prompt_len + answer_len
                 assert 1 <= end - start <= BLOCK and end <= prompt_len + batch.canvas
                 assert maskable[prompt_len:].all()
-            else:  # the drill: its results alone are maskable, its block the whole answer
+            else:  # the sums drill: its results alone are maskable, its block the whole answer
                 drills += 1
-                assert start < first and end == start + batch.canvas
+                assert start < first and end == start + batch.ids.shape[1] - max_prompt(batch)
                 text = tokenizer.decode(batch.ids[row, maskable])
                 assert text.strip().isdigit() or text.replace(" ", "").isdigit()
     assert drills > 0
+
+
+def max_prompt(batch) -> int:
+    """The longest prompt of a batch: where its first maskable position is latest."""
+    return max(int(row.float().argmax()) for row in batch.is_response)
+
+
+def is_drill(text: str) -> bool:
+    """A decoded row is a drill: sums, transcribe, or recite (a story prompt, no working)."""
+    recite = "How many" in text and "The answer is" not in text
+    return "Work out each line:" in text or "Copy the steps:" in text or recite
+
+
+def test_drill_batches_end_a_few_tokens_past_their_longest_answer(tokenizer):
+    """Copy drills: padded with DRILL_PAD EOS past the longest answer, after the longest prompt."""
+    for step in range(6):
+        batch = make_batch(0, step, 0.0, tokenizer, 6144, set(), only=("transcribe", "recite"))
+        assert batch.drills
+        prompts = [int(row.float().argmax()) for row in batch.is_response]  # [B]
+        ends = [int((row != tokenizer.eos_token_id).nonzero().max()) + 1 for row in batch.ids]
+        longest = max(e - p for p, e in zip(prompts, ends))
+        assert batch.ids.shape[1] == max(prompts) + longest + DRILL_PAD
+        assert all(batch.is_response[r, p:].all() for r, p in enumerate(prompts))
+
+
+def test_a_batch_is_drills_or_test_bed_problems(tokenizer):
+    """Never both; test-bed answers padded to the canvas; drills as often as their weight."""
+    kinds = []
+    for step in range(40):
+        batch = make_batch(2, step, 1.0, tokenizer, 6144, set())
+        drills = [is_drill(tokenizer.decode(row, skip_special_tokens=True)) for row in batch.ids]
+        assert all(drills) if batch.drills else not any(drills)
+        if not batch.drills:
+            assert batch.ids.shape[1] - max_prompt(batch) == batch.canvas
+        kinds.append(batch.drills)
+    assert 0.1 < sum(kinds) / len(kinds) < 0.45  # a quarter of the late mixture's weight
 
 
 def test_block_noise_hides_what_follows_the_block():
@@ -104,21 +141,23 @@ def test_the_drill_masks_its_results_alone(tokenizer):
     assert seen > 0
 
 
-def test_the_drill_comes_first():
-    """The family curriculum: the sums drill alone early in a run, every family equally later;
-    ``only`` draws the named families alone, whatever the progress."""
+def test_the_drills_come_first():
+    """The family curriculum: the drills alone early in a run, every family later; ``only``
+    draws the named families alone, whatever the progress; ``drills`` one kind alone."""
 
-    def share(progress, only=()):
-        draws = [sample_problems(batch_rng(0, s), 256, 10, set(), progress, only)
+    def share(progress, only=(), drills=None):
+        draws = [sample_problems(batch_rng(0, s), 256, 10, set(), progress, only, drills)
                  for s in range(40)]
         drawn = [p["task"] for problems in draws for p in problems]
         return drawn.count("sums") / len(drawn), set(drawn)
 
     early, early_families = share(0.0)
     late, families = share(0.5)
-    assert early == 1.0 and early_families == {"sums"}
-    assert 0.15 < late < 0.35 and families == {"story", "program", "listing", "sums"}
+    assert 0.35 < early < 0.65 and early_families == set(DRILL_FAMILIES)
+    assert 0.05 < late < 0.3 and families == set(TRAINING_FAMILIES)
     assert share(0.5, ("listing",))[1] == {"listing"}
+    assert share(0.5, drills=True)[1] == set(DRILL_FAMILIES)
+    assert share(0.5, drills=False)[1] == {"story", "program", "listing"}
 
 
 @pytest.mark.parametrize("block_share", [0.0, 1.0])

@@ -1,8 +1,9 @@
 """Checkable task families (docs/TASKS.md).
 
 The test bed: ``story`` (GSM8K analogue), ``program`` (HumanEval analogue) and ``listing`` (long
-answers), each sized for a canvas of 256, 512 or 1024 tokens. ``sums`` and ``recite`` are sized the
-same way but only trained on: drills for ``story``'s arithmetic and for its copies of the prompt.
+answers), each sized for a canvas of 256, 512 or 1024 tokens. The drills (``sums``, ``recite``,
+``transcribe``) are sized the same way but only trained on: ``story``'s arithmetic, its copies of
+the prompt, and the copy itself on lines that are nearly all copy.
 The first tiny model's families, ``arith`` and ``code``, have short answers and no canvas.
 """
 
@@ -12,14 +13,15 @@ import json
 import random
 from pathlib import Path
 
-from . import arith, code, listing, program, recite, story, sums
+from . import arith, code, listing, program, recite, story, sums, transcribe
 
 FAMILIES = {"arith": arith, "code": code, "story": story, "program": program, "listing": listing,
-            "sums": sums, "recite": recite}  # fmt: skip
+            "sums": sums, "recite": recite, "transcribe": transcribe}  # fmt: skip
 SIZED_FAMILIES = ("story", "program", "listing")  # the test bed: make_problem(rng, canvas)
-TRAINING_FAMILIES = (*SIZED_FAMILIES, "sums", "recite")  # what the test-bed model is trained on
-# the tokenizer's corpus: ``recite`` is text of ``story``'s, and leaving it out keeps the tokenizer
-# (and the runs that saved it) of before
+DRILL_FAMILIES = ("sums", "recite", "transcribe")  # trained on, never reported
+TRAINING_FAMILIES = (*SIZED_FAMILIES, *DRILL_FAMILIES)  # what the test-bed model is trained on
+# the tokenizer's corpus: ``recite`` and ``transcribe`` are text of ``story``'s, and leaving them
+# out keeps the tokenizer (and the runs that saved it) of before
 CORPUS_FAMILIES = (*SIZED_FAMILIES, "sums")
 CANVASES = (256, 512, 1024)
 

@@ -1,11 +1,14 @@
 """Training batches for the test-bed model: problems drawn on the fly, one canvas per batch.
 
 Every batch is a pure function of (seed, step), so a run resumed from a checkpoint sees exactly the
-batches an uninterrupted run would. A batch holds problems sized for one canvas (256, 512 or 1024),
-each answer padded with EOS to the canvas, as the sampler's canvas is at inference. The number of
-sequences follows a token budget, so a step costs about the same at every canvas. The curriculum
-moves weight from short to long canvases as training goes on; short ones stay in the mix. The
-first 10% of the steps draw the ``sums`` drill alone, then every training family equally.
+batches an uninterrupted run would. A batch holds problems sized for one canvas (256, 512 or 1024).
+It is either test-bed problems, each answer padded with EOS to the canvas as the sampler's canvas
+is at inference, or drills (``DRILL_FAMILIES``), whose answers end ``DRILL_PAD`` EOS past the
+batch's longest: a canvas of EOS is most of a short answer's sequence, and it held back the copy
+from the prompt that the copy drills teach (docs/TRAINING.md). The number of sequences follows a
+token budget, so a step costs about the same at every canvas. The curriculum moves weight from
+short to long canvases as training goes on; short ones stay in the mix. The first steps draw the
+drills alone (``FAMILY_CURRICULUM``), then every training family.
 
 A block batch (a ``block_share`` of the batches) also marks in each sequence one block of
 ``block_length`` positions, starting at a uniformly drawn point of the answer (its end included):
@@ -20,34 +23,39 @@ from dataclasses import dataclass
 
 import torch
 
-from ..tasks import CANVASES, TRAINING_FAMILIES, make_problem
+from ..tasks import CANVASES, DRILL_FAMILIES, TRAINING_FAMILIES, make_problem
 from ..tasks.prompting import encode_prompt
 
 CHAT_SHARE = 0.5  # the rest of the prompts are raw, as a /v1/completions client sends them
 SMALLER_SHARE = 0.2  # problems sized for a smaller canvas, padded to this one (short answers)
+DRILL_PAD = 8  # EOS after a drill batch's longest answer
 # (progress at which a phase starts, canvas weights): answer length grows over the run.
 CURRICULUM = (
     (0.0, {256: 0.75, 512: 0.25, 1024: 0.0}),
     (0.25, {256: 0.45, 512: 0.35, 1024: 0.2}),
     (0.55, {256: 0.3, 512: 0.35, 1024: 0.35}),
 )
-# (progress at which a phase starts, family weights): the sums drill alone first. Its table is the
-# slowest thing to learn and the story family needs it. Alone, the drill reached 79% of results in
-# 400 updates; drawn with the other families (a quarter, or 55% for the first 675 updates) it was
-# at 10% at update 1,000 (docs/TRAINING.md).
+# (progress at which a phase starts, family weights): the drills alone first. The sums table is
+# the slowest thing to learn and the story family needs it: alone, the drill reached 79% of
+# results in 400 updates; drawn with the other families (a quarter, or 55% for the first 675
+# updates) it was at 10% at update 1,000. The copy from the prompt, which every story line and
+# every first line needs, forms on ``transcribe`` and carries over to ``recite``; drawn only
+# inside the test-bed families it did not form in 4,500 updates (docs/TRAINING.md).
 FAMILY_CURRICULUM = (
-    (0.0, {"sums": 1.0}),
-    (0.1, {"story": 0.25, "program": 0.25, "listing": 0.25, "sums": 0.25}),
-)
+    (0.0, {"sums": 0.5, "transcribe": 0.25, "recite": 0.25}),
+    (0.2, {"story": 0.25, "program": 0.25, "listing": 0.25, "sums": 0.15, "transcribe": 0.05,
+           "recite": 0.05}),
+)  # fmt: skip
 
 
 @dataclass(slots=True)
 class Batch:
-    ids: torch.Tensor  # [B, T] prompt, answer, EOS padding to the canvas
+    ids: torch.Tensor  # [B, T] prompt, answer, EOS padding (to the canvas, or DRILL_PAD)
     is_response: torch.Tensor  # [B, T] what the objective may mask: the answer and its EOS padding,
     # or, for a problem with ``fill`` spans (a drill), those spans alone
-    canvas: int
+    canvas: int  # what the problems are sized for (a drill batch ends before it)
     answer_tokens: int  # answer tokens in the batch, EOS padding excluded
+    drills: bool = False  # drills alone (``DRILL_FAMILIES``), padded short
     block_start: torch.Tensor | None = None  # [B] first block position (block batches only)
     block_end: torch.Tensor | None = None  # [B] first position after the block
 
@@ -69,15 +77,22 @@ def batch_rng(seed: int, step: int) -> random.Random:
     return random.Random(seed * 1_000_003 + step)
 
 
+def family_weights(progress: float, only: tuple[str, ...] = ()) -> dict[str, float]:
+    """``FAMILY_CURRICULUM``'s weights at ``progress``, or ``only`` these families, equally (an
+    experiment on part of the mixture)."""
+    return {f: 1.0 for f in only} or phase_weights(FAMILY_CURRICULUM, progress)
+
+
 def sample_problems(
     rng: random.Random, canvas: int, n: int, held_out: set[str], progress: float = 1.0,
-    only: tuple[str, ...] = (),
+    only: tuple[str, ...] = (), drills: bool | None = None,
 ) -> list[dict]:
-    """n problems for ``canvas``, families by ``FAMILY_CURRICULUM`` at ``progress`` (or ``only``
-    these, equally: an experiment on part of the mixture), none of them in ``held_out``."""
+    """n problems for ``canvas``, families by ``family_weights`` (the drills alone, or the rest
+    alone, when ``drills`` says so), none of them in ``held_out``."""
     smaller = [c for c in CANVASES if c < canvas]
-    weights = {f: 1.0 for f in only} or phase_weights(FAMILY_CURRICULUM, progress)
-    families = [f for f in TRAINING_FAMILIES if weights.get(f, 0.0) > 0]
+    weights = family_weights(progress, only)
+    families = [f for f in TRAINING_FAMILIES if weights.get(f, 0.0) > 0
+                and (drills is None or (f in DRILL_FAMILIES) == drills)]  # fmt: skip
     out = []
     while len(out) < n:
         size = rng.choice(smaller) if smaller and rng.random() < SMALLER_SHARE else canvas
@@ -106,10 +121,11 @@ def make_batch(
     weights = canvas_weights(progress)
     canvas = rng.choices(list(weights), list(weights.values()))[0]
     blocks = rng.random() < block_share
+    drills = _draw_drills(rng, family_weights(progress, only))
     eos = tokenizer.eos_token_id
     rows: list[tuple] = []  # (prompt, answer, block start in the answer, fill tokens or None)
     while True:  # grow the batch until the next sequence would pass the budget
-        (problem,) = sample_problems(rng, canvas, 1, held_out, progress, only)
+        (problem,) = sample_problems(rng, canvas, 1, held_out, progress, only, drills)
         prompt = encode_prompt(tokenizer, problem["prompt"], chat=rng.random() < CHAT_SHARE)
         enc = tokenizer(problem["response"], add_special_tokens=False, return_offsets_mapping=True)
         answer = enc["input_ids"]
@@ -122,11 +138,12 @@ def make_batch(
             first = first_block_share > 0 and rng.random() < first_block_share
             cut = 0 if first else rng.randint(0, len(answer))
         candidate = rows + [(prompt, answer, cut, _fill_tokens(problem, enc['offset_mapping']))]
-        width = max(len(p) for p, _, _, _ in candidate) + canvas
+        width = max(len(p) for p, _, _, _ in candidate) + _span(candidate, canvas, drills)
         if rows and width * len(candidate) > token_budget:
             break
         rows = candidate
-    width = max(len(p) for p, _, _, _ in rows) + canvas
+    span = _span(rows, canvas, drills)  # positions after the longest prompt
+    width = max(len(p) for p, _, _, _ in rows) + span
     ids = torch.full((len(rows), width), eos, dtype=torch.long)  # [B, T]
     is_response = torch.zeros(len(rows), width, dtype=torch.bool)  # [B, T]
     starts, ends = [], []  # each row's block (used by block batches only)
@@ -136,16 +153,29 @@ def make_batch(
         if fill is None:
             is_response[i, len(p) :] = True
             starts.append(len(p) + cut)
-            ends.append(len(p) + min(cut + block_length, canvas))
+            ends.append(len(p) + min(cut + block_length, span))
         else:  # a drill: its fill spans alone are maskable, and its block is its whole answer
             is_response[i, len(p) : len(p) + len(a)] = torch.tensor(fill)
             starts.append(len(p))
-            ends.append(len(p) + canvas)
-    batch = Batch(ids, is_response, canvas, sum(len(a) for _, a, _, _ in rows))
+            ends.append(len(p) + span)
+    batch = Batch(ids, is_response, canvas, sum(len(a) for _, a, _, _ in rows), drills)
     if blocks:
         batch.block_start = torch.tensor(starts)  # [B]
         batch.block_end = torch.tensor(ends)  # [B]
     return batch
+
+
+def _draw_drills(rng: random.Random, weights: dict[str, float]) -> bool:
+    """Whether a batch is drills: as often as the drills' share of ``weights`` (no draw when the
+    weights hold one kind only)."""
+    share = sum(w for f, w in weights.items() if f in DRILL_FAMILIES) / sum(weights.values())
+    return rng.random() < share if 0 < share < 1 else share == 1
+
+
+def _span(rows: list[tuple], canvas: int, drills: bool) -> int:
+    """A batch's positions after its longest prompt: the canvas, or for drills the longest
+    answer and ``DRILL_PAD``."""
+    return max(len(a) for _, a, _, _ in rows) + DRILL_PAD if drills else canvas
 
 
 def _fill_tokens(problem: dict, offsets: list[tuple[int, int]]) -> list[bool] | None:

@@ -16,9 +16,10 @@ reads each result off the next step's left operand scores high on the second, lo
 that is given is the prompt (the sampler's starting point, which every later line builds on).
 ``sums_results``: the training drill's results, one at a time, the rest visible (its lines are
 independent, so this is the state it is trained in). ``recite_lines``: the copy drill's lines
-(each ``story`` step copied from the prompt, nothing worked out). ``story_tokens_alone``: each
-token of the first lines of ``story`` answers masked alone, everything else visible (a model that
-copies from its context gets the step's words, which the prompt and the lines around repeat).
+(each ``story`` step copied from the prompt, nothing worked out), ``transcribe_lines`` the other
+copy drill's. ``story_tokens_alone``: each token of the first lines of ``story`` answers masked
+alone, everything else visible (a model that copies from its context gets the step's words, which
+the prompt and the lines around repeat).
 ``story_copied_alone``: the same for the tokens that only the prompt holds (each step sentence's
 number and name), and ``story_copied_alone_prompt_masked`` with the prompt masked as well: a model
 that reads its prompt scores far higher on the first; one that guesses from answers it has seen
@@ -175,7 +176,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model, tokenizer = load(args.model)
     row = {"model": args.model, "canvas": args.canvas, "problems": args.problems}
-    for family in (*SIZED_FAMILIES, "recite"):
+    for family in (*SIZED_FAMILIES, "recite", "transcribe"):
         row[f"{family}_lines"] = probe(model, tokenizer, family, args.canvas, args.problems, False)
         row[f"{family}_first_lines"] = probe(
             model, tokenizer, family, args.canvas, args.problems, False, first_only=True

@@ -129,7 +129,8 @@ def train(args: argparse.Namespace) -> None:
             if step % args.log_every == 0:
                 row = {"step": step, "minutes": round((time.time() - t0) / 60, 2), "loss": loss,
                        "loss_ema": ema, "lr": opt.param_groups[0]["lr"], "canvas": batch.canvas,
-                       "tokens": batch.ids.numel(), "answer_tokens": batch.answer_tokens}  # fmt: skip
+                       "tokens": batch.ids.numel(), "answer_tokens": batch.answer_tokens,
+                       "drills": batch.drills}  # fmt: skip
                 log.write(json.dumps(row) + "\n")
                 log.flush()
             done = step + 1
