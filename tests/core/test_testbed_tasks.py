@@ -232,6 +232,10 @@ def test_copied_tokens_are_the_step_sentences_numbers_and_names(tokenizer):
     assert got == ["9", "Paul", "Mia", "4"]  # not the line numbers, not the working
     first = [tokenizer.decode([ids[i]]).strip() for i in _copied(tokenizer, answer, 1)]
     assert first == ["9", "Paul"]
+    drill = "Step 1: Ivy buys 37 more shells.\nStep 2: Ben gives 5 eggs to Mia."  # transcribe's
+    ids = tokenizer.encode(drill, add_special_tokens=False)
+    got = [tokenizer.decode([ids[i]]).strip() for i in _copied(tokenizer, drill, 3)]
+    assert got == ["Ivy", "3", "7", "Ben", "5", "Mia"]
 
 
 def test_copied_probe_reads_the_prompt_or_not(tokenizer):
@@ -251,5 +255,6 @@ def test_copied_probe_reads_the_prompt_or_not(tokenizer):
             return F.one_hot(torch.full_like(batch, tokenizer.eos_token_id), vocab).float()
         return peek(batch)
 
-    assert probe_copied(reader, tokenizer, 256, 2, 3, prompt_masked=False) == 1.0
-    assert probe_copied(reader, tokenizer, 256, 2, 3, prompt_masked=True) == 0.0
+    for family in ("story", "recite", "transcribe"):
+        assert probe_copied(reader, tokenizer, family, 256, 2, 3, prompt_masked=False) == 1.0
+        assert probe_copied(reader, tokenizer, family, 256, 2, 3, prompt_masked=True) == 0.0

@@ -23,7 +23,8 @@ the prompt and the lines around repeat).
 ``story_copied_alone``: the same for the tokens that only the prompt holds (each step sentence's
 number and name), and ``story_copied_alone_prompt_masked`` with the prompt masked as well: a model
 that reads its prompt scores far higher on the first; one that guesses from answers it has seen
-scores the same on both.
+scores the same on both. ``recite_copied_alone`` and ``transcribe_copied_alone``: the same on the
+copy drills' lines.
 Whole answers under the sampler are ``curve.py``'s job; this says where the errors are long before
 whole answers come out right.
 """
@@ -103,12 +104,13 @@ def _fill_each_alone(model, mask_id: int, ids: torch.Tensor, cols: list[int], hi
 
 @torch.no_grad()
 def probe_copied(
-    model, tokenizer, canvas: int, problems: int, lines: int, prompt_masked: bool
+    model, tokenizer, family: str, canvas: int, problems: int, lines: int, prompt_masked: bool
 ) -> float:
-    """Share of the copied tokens of ``story`` answers (``_copied``) filled in right, each masked
-    alone; ``prompt_masked``: the prompt masked too (what the model knows without reading it)."""
+    """Share of the copied tokens of ``family``'s answers (``_copied``: ``story`` or a copy
+    drill's) filled in right, each masked alone; ``prompt_masked``: the prompt masked too (what
+    the model knows without reading it)."""
     right = total = 0
-    for problem, start, ids in _probe_problems(tokenizer, "story", canvas, problems):
+    for problem, start, ids in _probe_problems(tokenizer, family, canvas, problems):
         cols = [start + i for i in _copied(tokenizer, problem["response"], lines)]
         hide = start if prompt_masked else 0
         guess = _fill_each_alone(model, tokenizer.mask_token_id, ids, cols, hide)  # [C]
@@ -191,9 +193,11 @@ def main() -> None:
     row["story_tokens_alone"] = probe_tokens(
         model, tokenizer, "story", args.canvas, args.problems, TOKEN_PROBE_LINES, args.show
     )
-    for masked, key in ((False, "story_copied_alone"), (True, "story_copied_alone_prompt_masked")):
+    for family, masked in (("story", False), ("story", True), ("recite", False),
+                           ("transcribe", False)):  # fmt: skip
+        key = f"{family}_copied_alone" + ("_prompt_masked" if masked else "")
         row[key] = probe_copied(
-            model, tokenizer, args.canvas, args.problems, TOKEN_PROBE_LINES, masked
+            model, tokenizer, family, args.canvas, args.problems, TOKEN_PROBE_LINES, masked
         )
     row["sums_results"] = probe(
         model, tokenizer, "sums", args.canvas, args.problems, True, tail=False
