@@ -13,9 +13,9 @@ drills alone (``FAMILY_CURRICULUM``), then every training family.
 A block batch (a ``block_share`` of the test-bed batches) also marks in each sequence one block
 of ``block_length`` positions, starting at a uniformly drawn point of the answer (its end
 included): the objective decodes that block with everything after it masked, as the sampler does.
-Drill batches are never in that state: with three quarters of them there, the copy drills' copy
-had not formed by update 500, and without, it had by update 400 (docs/TRAINING.md). A problem
-with ``fill`` spans (the ``sums`` drill) has them alone maskable.
+Drill batches are never in that state: with three quarters of them there, the copy drills alone
+filled in half of ``transcribe``'s copied tokens at update 518, and without, all of them by update
+498 (docs/TRAINING.md). A problem with ``fill`` spans (the ``sums`` drill) has them alone maskable.
 """
 
 from __future__ import annotations
