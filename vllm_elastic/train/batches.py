@@ -37,19 +37,18 @@ CURRICULUM = (
     (0.25, {256: 0.45, 512: 0.35, 1024: 0.2}),
     (0.55, {256: 0.3, 512: 0.35, 1024: 0.35}),
 )
-# (progress at which a phase starts, family weights): each drill alone first, then everything.
-# The sums table is the slowest thing to learn and the story family needs it: alone, the drill
-# reached 79% of results in 400 updates; drawn with other families (the test bed, or the copy
-# drills at 60% of the rows) it was at 6-10% at update 1,000. The copy from the prompt, which every
-# story line and every first line needs, forms on ``transcribe`` and carries over to ``recite``
-# and ``story`` in about 500 updates of the copy drills alone; drawn only inside the test-bed
-# families it did not form in 4,500 updates, and at 5% each of a mixture it faded
-# (docs/TRAINING.md).
+# (progress at which a phase starts, family weights): the drills alone first, then everything. A
+# drill batch holds one drill. The sums table is the slowest thing to learn and the story family
+# needs it: alone, the drill reached 79% of results in 400 updates; in batches shared with other
+# families (the test bed, or the copy drills at 60% of the rows) it was at 6-10% at update 1,000.
+# The copy from the prompt, which every story line and every first line needs, forms on
+# ``transcribe`` and carries over to ``recite`` and ``story`` in about 500 updates of the copy
+# drills alone; drawn only inside the test-bed families it did not form in 4,500 updates, nor in
+# 450 updates after the sums (docs/TRAINING.md).
 FAMILY_CURRICULUM = (
-    (0.0, {"sums": 1.0}),
-    (0.1, {"sums": 0.2, "transcribe": 0.4, "recite": 0.4}),
-    (0.2, {"story": 0.25, "program": 0.2, "listing": 0.2, "sums": 0.15, "transcribe": 0.1,
-           "recite": 0.1}),
+    (0.0, {"sums": 0.4, "transcribe": 0.3, "recite": 0.3}),
+    (0.25, {"story": 0.25, "program": 0.2, "listing": 0.2, "sums": 0.15, "transcribe": 0.1,
+            "recite": 0.1}),
 )  # fmt: skip
 
 
@@ -128,6 +127,9 @@ def make_batch(
     blocks = rng.random() < block_share
     drills = _draw_drills(rng, family_weights(progress, only))
     blocks = blocks and not drills
+    if drills:  # one drill a batch: the sums' few result tokens are not a small share of its loss
+        weights = {f: w for f, w in family_weights(progress, only).items() if f in DRILL_FAMILIES}
+        only = tuple(rng.choices(list(weights), list(weights.values())))
     eos = tokenizer.eos_token_id
     rows: list[tuple] = []  # (prompt, answer, block start in the answer, fill tokens or None)
     while True:  # grow the batch until the next sequence would pass the budget
