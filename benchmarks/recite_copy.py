@@ -199,14 +199,14 @@ def main() -> None:
         if args.copy_loss_only:
             target = masked & (copied(ids) | dense_rows[:, None])
         loss = F.cross_entropy(logits[target], ids[target])
-        on_copies = masked & copied(ids)
-        copy_loss = F.cross_entropy(logits[on_copies].detach(), ids[on_copies])
         opt.zero_grad()
         loss.backward()
         if args.clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
         opt.step()
         if step % 50 == 0:
+            on_copies = masked & copied(ids)
+            copy_loss = F.cross_entropy(logits[on_copies].detach(), ids[on_copies])
             model.eval()
             right = score()
             dense = f"  dense drill's {score(1.0):.3f}" if args.dense > 0 else ""

@@ -82,7 +82,7 @@ def test_a_batch_is_drills_or_test_bed_problems(tokenizer):
         if batch.drills:  # one drill a batch
             forms = {("Work out" in t, "Copy the steps" in t) for t in texts}
             assert len(forms) == 1, forms
-        if not batch.drills:
+        else:
             assert batch.ids.shape[1] - max_prompt(batch) == batch.canvas
         kinds.append(batch.drills)
     assert 0.15 < sum(kinds) / len(kinds) < 0.6  # 35% of the late mixture's weight

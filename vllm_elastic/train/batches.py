@@ -125,11 +125,12 @@ def make_batch(
     weights = canvas_weights(progress)
     canvas = rng.choices(list(weights), list(weights.values()))[0]
     blocks = rng.random() < block_share
-    drills = _draw_drills(rng, family_weights(progress, only))
+    mix = family_weights(progress, only)
+    drills = _draw_drills(rng, mix)
     blocks = blocks and not drills
     if drills:  # one drill a batch: the sums' few result tokens are not a small share of its loss
-        weights = {f: w for f, w in family_weights(progress, only).items() if f in DRILL_FAMILIES}
-        only = tuple(rng.choices(list(weights), list(weights.values())))
+        drill_mix = {f: w for f, w in mix.items() if f in DRILL_FAMILIES}
+        only = tuple(rng.choices(list(drill_mix), list(drill_mix.values())))
     eos = tokenizer.eos_token_id
     rows: list[tuple] = []  # (prompt, answer, block start in the answer, fill tokens or None)
     while True:  # grow the batch until the next sequence would pass the budget
@@ -154,7 +155,7 @@ def make_batch(
     width = max(len(p) for p, _, _, _ in rows) + span
     ids = torch.full((len(rows), width), eos, dtype=torch.long)  # [B, T]
     is_response = torch.zeros(len(rows), width, dtype=torch.bool)  # [B, T]
-    starts, ends = [], []  # each row's block (used by block batches only)
+    starts, ends = [], []  # each row's block (block batches: test-bed rows only)
     for i, (p, a, cut, fill) in enumerate(rows):
         ids[i, : len(p)] = torch.tensor(p)
         ids[i, len(p) : len(p) + len(a)] = torch.tensor(a)
@@ -162,10 +163,8 @@ def make_batch(
             is_response[i, len(p) :] = True
             starts.append(len(p) + cut)
             ends.append(len(p) + min(cut + block_length, span))
-        else:  # a drill: its fill spans alone are maskable (and its block, unused, its answer)
+        else:  # a drill: its fill spans alone are maskable
             is_response[i, len(p) : len(p) + len(a)] = torch.tensor(fill)
-            starts.append(len(p))
-            ends.append(len(p) + span)
     batch = Batch(ids, is_response, canvas, sum(len(a) for _, a, _, _ in rows), drills)
     if blocks:
         batch.block_start = torch.tensor(starts)  # [B]
