@@ -133,7 +133,7 @@ def test_the_drill_masks_its_results_alone(tokenizer):
     token and nothing else (the operands and the EOS padding stay given)."""
     seen = 0
     for step in range(6):
-        batch = make_batch(1, step, 0.0, tokenizer, 6144, set())
+        batch = make_batch(1, step, 0.15, tokenizer, 6144, set())  # the sums drill's phase
         for row in range(batch.ids.shape[0]):
             text = tokenizer.decode(batch.ids[row], skip_special_tokens=True)
             if "Work out each line:" not in text:
@@ -145,7 +145,8 @@ def test_the_drill_masks_its_results_alone(tokenizer):
 
 
 def test_the_drills_come_first():
-    """The family curriculum: the drills alone, then every family; ``only``
+    """The family curriculum: the copy drills alone, then mostly the sums drill, then every
+    family; ``only``
     draws the named families alone, whatever the progress; ``drills`` one kind alone."""
 
     def share(progress, only=(), drills=None):
@@ -154,9 +155,11 @@ def test_the_drills_come_first():
         drawn = [p["task"] for problems in draws for p in problems]
         return drawn.count("sums") / len(drawn), set(drawn)
 
-    early, early_families = share(0.0)
+    first, first_families = share(0.0)
+    early, early_families = share(0.15)
     late, families = share(0.5)
-    assert 0.28 < early < 0.52 and early_families == set(DRILL_FAMILIES)
+    assert first == 0 and first_families == {"transcribe", "recite"}
+    assert 0.55 < early < 0.85 and early_families == set(DRILL_FAMILIES)
     assert 0.05 < late < 0.3 and families == set(TRAINING_FAMILIES)
     assert share(0.5, ("listing",))[1] == {"listing"}
     assert share(0.5, drills=True)[1] == set(DRILL_FAMILIES)

@@ -37,16 +37,17 @@ CURRICULUM = (
     (0.25, {256: 0.45, 512: 0.35, 1024: 0.2}),
     (0.55, {256: 0.3, 512: 0.35, 1024: 0.35}),
 )
-# (progress at which a phase starts, family weights): the drills alone first, then everything. A
-# drill batch holds one drill. The sums table is the slowest thing to learn and the story family
-# needs it: alone, the drill reached 79% of results in 400 updates; in batches shared with other
-# families (the test bed, or the copy drills at 60% of the rows) it was at 6-10% at update 1,000.
-# The copy from the prompt, which every story line and every first line needs, forms on
+# (progress at which a phase starts, family weights): the copy drills alone, then the sums drill
+# (with the copy drills to keep the copy), then everything. A drill batch holds one drill. The copy
+# from the prompt, which every story line, program comment and first line needs, forms on
 # ``transcribe`` and carries over to ``recite`` and ``story`` in about 500 updates of the copy
-# drills alone; drawn only inside the test-bed families it did not form in 4,500 updates, nor in
-# 450 updates after the sums (docs/TRAINING.md).
+# drills alone; drawn only inside the test-bed families it did not form in 4,500 updates. The sums
+# table is the slowest thing to learn and the story family needs it: alone, the drill reached 79% of
+# results in 400 updates. Taking turns from the first update, neither drill formed in 1,000
+# (docs/TRAINING.md).
 FAMILY_CURRICULUM = (
-    (0.0, {"sums": 0.4, "transcribe": 0.3, "recite": 0.3}),
+    (0.0, {"transcribe": 0.5, "recite": 0.5}),
+    (0.12, {"sums": 0.7, "transcribe": 0.15, "recite": 0.15}),
     (0.25, {"story": 0.25, "program": 0.2, "listing": 0.2, "sums": 0.15, "transcribe": 0.1,
             "recite": 0.1}),
 )  # fmt: skip
