@@ -10,6 +10,7 @@
   python benchmarks/recite_copy.py --copy-loss-only --pad 8   # EOS to 8 past the longest answer
   python benchmarks/recite_copy.py --dense 1 --pad 8      # lines whose every slot is a copy
   python benchmarks/recite_copy.py --dense 1 --pad 8 --dense-lines 8   # ... always 8 of them
+  python benchmarks/recite_copy.py --init runs/train/model --dense 1 --pad 8 --dense-lines 2 9
 
 ``masking_copy.py``'s loop (batches of 16, each answer position masked with probability t ~ U(0, 1),
 the plain mean loss, AdamW at a fixed rate, no schedule) on ``recite`` problems for canvas 256
@@ -48,6 +49,7 @@ import torch.nn.functional as F
 from transformers import AutoTokenizer
 
 from vllm_elastic.core.model import LLaDAModel
+from vllm_elastic.eval.runner import load
 from vllm_elastic.tasks import recite, story
 from vllm_elastic.tasks.prompting import encode_prompt
 from vllm_elastic.train.bpe import build_tokenizer
@@ -109,15 +111,22 @@ def main() -> None:
     p.add_argument("--equal-lines", action="store_true",
                    help="step sentences of one length (EQUAL_ADD, EQUAL_SUB)")
     p.add_argument("--seed", type=int, default=0, help="weights (seed) and data (seed + 1)")
+    p.add_argument("--init", default=None,
+                   help="start from this HF model directory (its weights and tokenizer)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     if args.equal_lines:  # this process's story generator only
         story.ADD_VERBS[:], story.SUB_VERBS[:] = EQUAL_ADD, EQUAL_SUB
-    tok = AutoTokenizer.from_pretrained(args.tokenizer) if args.tokenizer else build_tokenizer(0)
-    shape = argparse.Namespace(d_model=256, n_heads=4, n_layers=6, mlp=768)  # the test bed's
-    model = LLaDAModel(model_config(tok, shape))
+    if args.init:  # a trained model goes on learning (its own tokenizer)
+        model, tok = load(args.init)
+        model.train()
+    else:
+        tok = (AutoTokenizer.from_pretrained(args.tokenizer) if args.tokenizer
+               else build_tokenizer(0))  # fmt: skip
+        shape = argparse.Namespace(d_model=256, n_heads=4, n_layers=6, mlp=768)  # the test bed's
+        model = LLaDAModel(model_config(tok, shape))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1, betas=(0.9, 0.95))
     rng = random.Random(args.seed + 1)
     space = tok(" ", add_special_tokens=False)["input_ids"][0]

@@ -8,7 +8,7 @@ import torch
 
 from vllm_elastic.core.config import LLaDAConfig
 from vllm_elastic.core.model import LLaDAModel
-from vllm_elastic.tasks import DRILL_FAMILIES, TRAINING_FAMILIES
+from vllm_elastic.tasks import TRAINING_FAMILIES
 from vllm_elastic.train.batches import DRILL_PAD, batch_rng, make_batch, sample_problems
 from vllm_elastic.train.bpe import build_tokenizer
 from vllm_elastic.train.objective import block_noise, masked_diffusion_loss
@@ -133,7 +133,7 @@ def test_the_drill_masks_its_results_alone(tokenizer):
     token and nothing else (the operands and the EOS padding stay given)."""
     seen = 0
     for step in range(6):
-        batch = make_batch(1, step, 0.15, tokenizer, 6144, set())  # the sums drill's phase
+        batch = make_batch(1, step, 0.25, tokenizer, 6144, set())  # the sums drill's phase
         for row in range(batch.ids.shape[0]):
             text = tokenizer.decode(batch.ids[row], skip_special_tokens=True)
             if "Work out each line:" not in text:
@@ -145,8 +145,8 @@ def test_the_drill_masks_its_results_alone(tokenizer):
 
 
 def test_the_drills_come_first():
-    """The family curriculum: the copy drills alone, then mostly the sums drill, then every
-    family; ``only``
+    """The family curriculum: the copy drills alone, at one distance and then at any, then
+    mostly the sums drill, then every family; ``only``
     draws the named families alone, whatever the progress; ``drills`` one kind alone."""
 
     def share(progress, only=(), drills=None):
@@ -156,13 +156,16 @@ def test_the_drills_come_first():
         return drawn.count("sums") / len(drawn), set(drawn)
 
     first, first_families = share(0.0)
-    early, early_families = share(0.15)
+    varied, varied_families = share(0.15)
+    early, early_families = share(0.25)
     late, families = share(0.5)
     assert first == 0 and first_families == {"transcribe", "recite"}
-    assert 0.55 < early < 0.85 and early_families == set(DRILL_FAMILIES)
-    assert 0.05 < late < 0.3 and families == set(TRAINING_FAMILIES)
+    assert varied == 0 and varied_families == {"transcribe", "transcribe_varied", "recite"}
+    copy_any = {"transcribe_varied", "recite"}
+    assert 0.55 < early < 0.85 and early_families == {"sums", *copy_any}
+    assert 0.05 < late < 0.3 and families == {*TRAINING_FAMILIES} - {"transcribe"}
     assert share(0.5, ("listing",))[1] == {"listing"}
-    assert share(0.5, drills=True)[1] == set(DRILL_FAMILIES)
+    assert share(0.5, drills=True)[1] == {"sums", *copy_any}
     assert share(0.5, drills=False)[1] == {"story", "program", "listing"}
 
 

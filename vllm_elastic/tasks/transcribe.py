@@ -36,15 +36,20 @@ FORMS = story.ADD_VERBS + story.SUB_VERBS
 def make_problem(rng: random.Random, canvas: int = 256) -> dict:
     if canvas not in story.STEPS:
         raise ValueError(f"transcribe problems are sized for canvases {sorted(story.STEPS)}")
+    return copy_problem(rng, LINES, "transcribe")
+
+
+def copy_problem(rng: random.Random, count: int, task: str) -> dict:
+    """``count`` step lines after the header, every slot drawn anew; the answer copies them."""
     lines = []
-    for step in range(1, LINES + 1):
+    for step in range(1, count + 1):
         (name, _, obj), (other, _, _) = rng.sample(story.NAMES, 2)
         form = rng.choice(FORMS)
         item = rng.choice(story.ITEMS)
         sentence = form.format(p=name, q=obj, o=other, b=rng.randint(1, MAX_OPERAND), i=item)
         lines.append(f"Step {step}: {sentence}")
     answer = "\n".join(lines)
-    return {"task": "transcribe", "prompt": "\n".join([HEADER, *lines]), "answer": answer,
+    return {"task": task, "prompt": "\n".join([HEADER, *lines]), "answer": answer,
             "response": answer}  # fmt: skip
 
 

@@ -1,11 +1,13 @@
 """Accuracy against training steps: score a run's snapshots on the first problems of each file.
 
   python -m vllm_elastic.train.curve runs/train --limit 8 --canvases 256 512
+  python -m vllm_elastic.train.curve runs/train --limit 4 --canvases 1024 --steps 4500
 
-For every ``RUN/step_N`` (and ``RUN/model``, the latest weights) not yet in ``RUN/curve.jsonl``, each
-family's held-out file at each canvas is decoded by ``llada`` (the reference sampler, steps = canvas,
-block 32) and one row per (step, family, canvas) is appended: accuracy, problems, and the median
-answer length in tokens (the long family's target is at least half the canvas).
+For every ``RUN/step_N`` (and ``RUN/model``, the latest weights; ``--steps``: those alone) not yet
+in ``RUN/curve.jsonl``, each family's held-out file at each canvas is decoded by ``llada`` (the
+reference sampler, steps = canvas, block 32) and one row per (step, family, canvas) is appended:
+accuracy, problems, and the median answer length in tokens (the long family's target is at least
+half the canvas).
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ def main() -> None:
     p.add_argument("--canvases", type=int, nargs="+", default=[256])
     p.add_argument("--families", nargs="+", default=list(SIZED_FAMILIES))
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--steps", type=int, nargs="+", default=None,
+                   help="score only these snapshots (default: every one)")  # fmt: skip
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -64,6 +68,8 @@ def main() -> None:
     rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
     done = {(r["step"], r["family"], r["canvas"]) for r in rows}
     for step, path in snapshots(args.run):
+        if args.steps is not None and step not in args.steps:
+            continue
         cells = [(f, c) for f in args.families for c in args.canvases if (step, f, c) not in done]
         if not cells:
             continue

@@ -17,14 +17,15 @@ that is given is the prompt (the sampler's starting point, which every later lin
 ``sums_results``: the training drill's results, one at a time, the rest visible (its lines are
 independent, so this is the state it is trained in). ``recite_lines``: the copy drill's lines
 (each ``story`` step copied from the prompt, nothing worked out), ``transcribe_lines`` the other
-copy drill's. ``story_tokens_alone``: each token of the first lines of ``story`` answers masked
-alone, everything else visible (a model that copies from its context gets the step's words, which
-the prompt and the lines around repeat).
+copy drill's, ``transcribe_varied_lines`` the same with as many lines as ``story`` has steps
+(the copy at any distance). ``story_tokens_alone``: each token of the first lines of ``story``
+answers masked alone, everything else visible (a model that copies from its context gets the
+step's words, which the prompt and the lines around repeat).
 ``story_copied_alone``: the same for the tokens that only the prompt holds (each step sentence's
 number and name), and ``story_copied_alone_prompt_masked`` with the prompt masked as well: a model
 that reads its prompt scores far higher on the first; one that guesses from answers it has seen
-scores the same on both. ``recite_copied_alone`` and ``transcribe_copied_alone``: the same on the
-copy drills' lines.
+scores the same on both. ``recite_copied_alone``, ``transcribe_copied_alone`` and
+``transcribe_varied_copied_alone``: the same on the copy drills' lines.
 Whole answers under the sampler are ``curve.py``'s job; this says where the errors are long before
 whole answers come out right.
 """
@@ -178,7 +179,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model, tokenizer = load(args.model)
     row = {"model": args.model, "canvas": args.canvas, "problems": args.problems}
-    for family in (*SIZED_FAMILIES, "recite", "transcribe"):
+    for family in (*SIZED_FAMILIES, "recite", "transcribe", "transcribe_varied"):
         row[f"{family}_lines"] = probe(model, tokenizer, family, args.canvas, args.problems, False)
         row[f"{family}_first_lines"] = probe(
             model, tokenizer, family, args.canvas, args.problems, False, first_only=True
@@ -194,7 +195,7 @@ def main() -> None:
         model, tokenizer, "story", args.canvas, args.problems, TOKEN_PROBE_LINES, args.show
     )
     for family, masked in (("story", False), ("story", True), ("recite", False),
-                           ("transcribe", False)):  # fmt: skip
+                           ("transcribe", False), ("transcribe_varied", False)):  # fmt: skip
         key = f"{family}_copied_alone" + ("_prompt_masked" if masked else "")
         row[key] = probe_copied(
             model, tokenizer, family, args.canvas, args.problems, TOKEN_PROBE_LINES, masked
