@@ -17,8 +17,9 @@ token in six to eleven is one and the rest repeat from line to line. The number 
 a small model learns the copy within a few hundred updates when the distance from a prompt line
 to its copy is about the same in every problem, and not in 800 updates when the line count (and
 so that distance) varies from 2 to 9; a model that has learned it here copies ``recite``'s lines
-of any count (docs/TRAINING.md, ``benchmarks/recite_copy.py --dense``). Trained on, never reported;
-scored by exact match of every line.
+of any count (docs/TRAINING.md, ``benchmarks/recite_copy.py --dense``), and learns the copy at any
+distance from ``transcribe_varied`` (``copy_problem`` with a line count that varies). Trained on,
+never reported; scored by exact match of every line.
 """
 
 from __future__ import annotations

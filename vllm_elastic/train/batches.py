@@ -39,16 +39,15 @@ CURRICULUM = (
 )
 # (progress at which a phase starts, family weights): the copy drills alone, at one distance and
 # then at any, then the sums drill (with the copy drills to keep the copy), then everything. A drill
-# batch holds one drill. A model that has the copy at ``transcribe``'s one distance learns it at
-# any distance (``transcribe_varied``) in about 250 updates, where from scratch it did not in 450,
-# and ``story`` needs it at any distance: with ``transcribe`` alone, sampled answers had the
-# working's shape but not the prompt's steps (docs/TRAINING.md). The copy
-# from the prompt, which every story line, program comment and first line needs, forms on
-# ``transcribe`` and carries over to ``recite`` and ``story`` in about 500 updates of the copy
-# drills alone; drawn only inside the test-bed families it did not form in 4,500 updates. The sums
-# table is the slowest thing to learn and the story family needs it: alone, the drill reached 79% of
-# results in 400 updates. Taking turns from the first update, neither drill formed in 1,000
-# (docs/TRAINING.md).
+# batch holds one drill. The copy from the prompt, which every story line, program comment and
+# first line needs, forms on ``transcribe`` and carries over to ``recite`` and ``story`` in about
+# 500 updates of the copy drills alone; drawn only inside the test-bed families it did not form in
+# 4,500 updates. A model that has it at ``transcribe``'s one distance learns it at any distance
+# (``transcribe_varied``) in about 250 updates, where from scratch it did not in 450; with the one
+# distance alone, sampled story answers had the working's shape but not the prompt's steps. The
+# sums table is the slowest thing to learn and the story family needs it: alone, the drill reached
+# 79% of results in 400 updates; taking turns with the copy drills from the first update, neither
+# drill formed in 1,000; alone after the copy, it lost the copy (docs/TRAINING.md).
 FAMILY_CURRICULUM = (
     (0.0, {"transcribe": 0.5, "recite": 0.5}),
     (0.12, {"transcribe_varied": 0.6, "transcribe": 0.2, "recite": 0.2}),
