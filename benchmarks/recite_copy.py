@@ -115,6 +115,8 @@ def main() -> None:
                    help="start from this HF model directory (its weights and tokenizer)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
+    if args.init and args.tokenizer:
+        p.error("--init brings its model's own tokenizer: drop --tokenizer")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     if args.equal_lines:  # this process's story generator only
