@@ -10,7 +10,7 @@ import torch
 from vllm_elastic.core.checkpoint import load_model
 from vllm_elastic.train.curve import score_snapshot, snapshots
 from vllm_elastic.train.objective import noise
-from vllm_elastic.train.testbed import parse_args, train
+from vllm_elastic.train.testbed import parse_args, run_progress, train
 
 TINY = ["--d-model", "64", "--n-layers", "2", "--n-heads", "1", "--mlp", "128", "--batch-tokens", "1",
         "--steps", "3", "--warmup", "1", "--keep-every", "0", "--threads", "1", "--log-every", "1"]  # fmt: skip
@@ -57,3 +57,21 @@ def test_noise_keeps_prompt_and_prefix_clean():
     masked, _ = noise(ids, is_response, prefix_share=1.0, gen=gen)
     first = torch.where(masked.any(1), masked.float().argmax(1), torch.full((64,), 40))  # [B]
     assert (first >= 10).all() and (first > 10).float().mean() > 0.5  # a clean prefix, mostly
+
+
+def test_a_further_stage_starts_from_the_init_model(tmp_path):
+    """``--init`` trains on from a model's weights and tokenizer; ``--progress-from`` starts the
+    curricula there. At a learning rate of 0 the model stays the init model, bit for bit."""
+    _run(tmp_path / "first")
+    first = tmp_path / "first" / "model"
+    _run(tmp_path / "still", "--init", str(first), "--progress-from", "0.5", "--lr", "0")
+    a, b = load_model(first), load_model(tmp_path / "still" / "model")
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)
+    _run(tmp_path / "second", "--init", str(first), "--progress-from", "0.5")
+    c = load_model(tmp_path / "second" / "model")
+    assert any(not torch.equal(x, y) for x, y in zip(a.parameters(), c.parameters()))
+    assert run_progress(0, parse_args(["--progress-from", "0.31"])) == 0.31
+    assert run_progress(4500, parse_args(["--progress-from", "0.31"])) == 1.0
+    with pytest.raises(ValueError, match="progress_from"):  # a resumed run keeps its curricula
+        _run(tmp_path / "second", "--init", str(first), "--progress-from", "0.2")

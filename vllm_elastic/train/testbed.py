@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..core.checkpoint import load_model
 from ..core.config import LLaDAConfig
 from ..core.model import LLaDAModel
 from ..tasks import TRAINING_FAMILIES, load_jsonl
@@ -30,9 +31,11 @@ VOCAB_MULTIPLE = 64
 # Arguments a resumed run must share with the run it continues (the model, data and lr schedule).
 SCHEDULE_ARGS = ("seed", "steps", "batch_tokens", "lr", "warmup", "prefix_share", "block_share",
                  "block_length", "d_model", "n_layers", "n_heads", "mlp", "held_out",
-                 "loss_weighting", "only", "first_block_share")  # fmt: skip
+                 "loss_weighting", "only", "first_block_share", "init",
+                 "progress_from")  # fmt: skip
 # What a checkpoint saved before an argument existed was trained with.
-BEFORE_ARGS = {"loss_weighting": "llada", "only": [], "first_block_share": 0.0}
+BEFORE_ARGS = {"loss_weighting": "llada", "only": [], "first_block_share": 0.0, "init": None,
+               "progress_from": 0.0}  # fmt: skip
 EMA = 0.98
 
 
@@ -54,14 +57,36 @@ def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def run_tokenizer(out: Path, seed: int):
-    """The run's tokenizer: trained once and kept in ``OUT/tokenizer``, read back on resume."""
+def run_tokenizer(out: Path, seed: int, init: str | None = None):
+    """The run's tokenizer: trained once (or the ``init`` model's own) and kept in
+    ``OUT/tokenizer``, read back on resume."""
     from transformers import AutoTokenizer
 
+    from ..plugin.hf_config import register_hf_config
+
+    register_hf_config()  # AutoTokenizer reads the init model's config.json
     path = out / "tokenizer"
     if not path.exists():
-        build_tokenizer(seed).save_pretrained(str(path))
+        source = AutoTokenizer.from_pretrained(init) if init else build_tokenizer(seed)
+        source.save_pretrained(str(path))
     return AutoTokenizer.from_pretrained(str(path))
+
+
+def initial_model(tokenizer, args: argparse.Namespace) -> LLaDAModel:
+    """A fresh model from the seed, or the ``--init`` model's weights (a further stage of
+    training; its shape comes from its own config)."""
+    if not args.init:
+        return LLaDAModel(model_config(tokenizer, args))
+    model = load_model(args.init)
+    if model.config.vocab_size < len(tokenizer):
+        raise ValueError(f"{args.init}'s vocabulary is smaller than its tokenizer's")
+    return model
+
+
+def run_progress(step: int, args: argparse.Namespace) -> float:
+    """Where ``step`` is in the curricula: a run from ``--progress-from`` covers the rest of them
+    (a further stage starts in their last phases)."""
+    return args.progress_from + (1.0 - args.progress_from) * step / args.steps
 
 
 def held_out_prompts(pattern: str) -> set[str]:
@@ -108,8 +133,8 @@ def train(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    tokenizer = run_tokenizer(out, args.seed)
-    model = LLaDAModel(model_config(tokenizer, args))
+    tokenizer = run_tokenizer(out, args.seed, args.init)
+    model = initial_model(tokenizer, args)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1, betas=(0.9, 0.95))
     start_step, ema, wall = _resume(out, model, opt, args)
     held_out = held_out_prompts(args.held_out)
@@ -119,7 +144,7 @@ def train(args: argparse.Namespace) -> None:
     last_save, t0 = time.time(), time.time() - wall
     with open(out / "train_log.jsonl", "a") as log:
         for step in bar:
-            progress = step / args.steps
+            progress = run_progress(step, args)
             batch = make_batch(args.seed, step, progress, tokenizer, args.batch_tokens, held_out,
                                args.block_share, args.block_length, tuple(args.only),
                                args.first_block_share)  # fmt: skip
@@ -175,6 +200,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--loss-weighting", choices=sorted(LOSS_WEIGHTINGS), default="mean",
         help="llada: 1/t-weighted per sequence; mean: the masked positions' mean (objective.py)",
+    )  # fmt: skip
+    p.add_argument(
+        "--init", default=None,
+        help="start from this HF-layout model (and its tokenizer) instead of the seed's weights",
+    )  # fmt: skip
+    p.add_argument(
+        "--progress-from", type=float, default=0.0,
+        help="start the curricula at this progress in [0, 1) (a further stage; 0.31: the mixture)",
     )  # fmt: skip
     p.add_argument("--d-model", type=int, default=256)
     p.add_argument("--n-layers", type=int, default=6)
