@@ -73,5 +73,7 @@ def test_a_further_stage_starts_from_the_init_model(tmp_path):
     assert any(not torch.equal(x, y) for x, y in zip(a.parameters(), c.parameters()))
     assert run_progress(0, parse_args(["--progress-from", "0.31"])) == 0.31
     assert run_progress(4500, parse_args(["--progress-from", "0.31"])) == 1.0
+    with pytest.raises(SystemExit):  # argparse's error: a stage cannot start past the end
+        parse_args(["--progress-from", "1"])
     with pytest.raises(ValueError, match="progress_from"):  # a resumed run keeps its curricula
         _run(tmp_path / "second", "--init", str(first), "--progress-from", "0.2")

@@ -64,10 +64,13 @@ def run_tokenizer(out: Path, seed: int, init: str | None = None):
 
     from ..plugin.hf_config import register_hf_config
 
-    register_hf_config()  # AutoTokenizer reads the init model's config.json
     path = out / "tokenizer"
     if not path.exists():
-        source = AutoTokenizer.from_pretrained(init) if init else build_tokenizer(seed)
+        if init:
+            register_hf_config()  # AutoTokenizer reads the init model's config.json
+            source = AutoTokenizer.from_pretrained(init)
+        else:
+            source = build_tokenizer(seed)
         source.save_pretrained(str(path))
     return AutoTokenizer.from_pretrained(str(path))
 
@@ -220,7 +223,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep-every", type=int, default=1000, help="keep OUT/step_N every N steps")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--stop-after", type=int, default=None, help="stop at this step (resume later)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not 0.0 <= args.progress_from < 1.0:
+        p.error(f"--progress-from must be in [0, 1), not {args.progress_from}")
+    return args
 
 
 def main() -> None:
