@@ -5,7 +5,7 @@
 
 The probe (``vllm_elastic.train.probe``) scores copied tokens masked one at a time with the rest
 of the answer visible, which the line's own words partly give away. This decodes fresh drill
-problems (seed 777, as the probe draws them) with ``llada`` (greedy, steps = canvas) and compares
+problems (the probe's ``PROBE_SEED``, 777) with ``llada`` (greedy, steps = canvas) and compares
 each answer with the reference: the share of answers written exactly and of lines right in place.
 By default the canvas is 256 with blocks of 32, as the test bed is sampled; ``--short`` decodes
 each problem in the state the drills are trained in instead: one block, the answer's length and
@@ -25,10 +25,10 @@ from vllm_elastic.core.settings import DecodeSettings
 from vllm_elastic.eval.runner import load
 from vllm_elastic.tasks import DRILL_FAMILIES, make_problem
 from vllm_elastic.tasks.prompting import encode_prompt
+from vllm_elastic.train.batches import DRILL_PAD
+from vllm_elastic.train.probe import PROBE_SEED
 
-PROBLEM_SEED = 777
 CANVAS = 256
-DRILL_PAD = 8  # as train/batches.py pads a drill batch
 
 
 def decode(model, tokenizer, problems: list[dict], short: bool) -> list[str]:
@@ -58,7 +58,7 @@ def main() -> None:
     model, tokenizer = load(args.model)
     report = {"model": args.model, "short": args.short}
     for family in args.families:
-        rng = random.Random(PROBLEM_SEED)
+        rng = random.Random(PROBE_SEED)
         problems = [make_problem(family, rng, CANVAS) for _ in range(args.problems)]
         texts = decode(model, tokenizer, problems, args.short)
         exact = right = lines = 0
