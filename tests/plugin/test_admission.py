@@ -1,7 +1,8 @@
 """Memory pressure: with KV blocks for only two canvases, eight requests queue and all finish right.
 
 The scheduler admits a request only when blocks for its whole canvas (prompt + max_tokens) fit, so a
-running canvas never has to be preempted to grow. One engine for the module.
+running canvas never has to be preempted to grow; while requests queue, an engine step runs one
+denoising step, so that they are admitted as soon as a canvas ends. One engine for the module.
 """
 
 from __future__ import annotations
@@ -56,3 +57,29 @@ def test_eight_requests_queue_for_two_canvases(small_llm, reference_model):
     most_running = max(live)
     assert [finished[str(i)] for i in range(8)] == expected(reference_model, prompts, extra)
     assert most_running == NUM_BLOCKS  # queued, yet never more canvases in flight than fit
+
+
+def test_one_denoising_step_per_engine_step_while_requests_wait(small_llm):
+    """An engine step runs several denoising steps (``steps_per_schedule``) only when no request
+    waits for admission: queued requests are admitted after one step, as without the setting."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    params = SamplingParams(max_tokens=GEN_LENGTH, temperature=0.0,  # not streamed: a stream
+                            output_kind=RequestOutputKind.FINAL_ONLY,  # gets every step
+                            extra_args=dict(METHODS["elastic"]))  # fmt: skip
+    engine = small_llm.llm_engine
+    small_llm.collective_rpc("elastic_log_booking")
+    for i, prompt in enumerate((PROMPTS + PROMPTS)[:8]):
+        engine.add_request(f"wait-{i}", {"prompt_token_ids": prompt}, params)
+    step_until_done(engine)
+    (booking,) = small_llm.collective_rpc("elastic_booking")
+    steps = [step for step in booking if step]
+    seen: set[str] = set()
+    continued = 0
+    for step in steps:
+        seen |= set(step)
+        if any(r["continued"] for r in step.values()):
+            continued += 1
+            assert len(seen) == 8, "a continued step ran while requests were still queued"
+    assert continued  # once the queue is empty, the last requests run several steps at a time

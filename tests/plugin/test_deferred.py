@@ -91,6 +91,34 @@ def test_bad_refresh_budget_is_a_clear_error(bad):
     assert engine_refresh_budget({"elastic": {"refresh_budget": 64}}) == 64
 
 
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "four", False])
+def test_bad_steps_per_schedule_is_a_clear_error(bad):
+    from vllm_elastic.plugin.settings import (
+        DEFAULT_STEPS_PER_SCHEDULE,
+        engine_settings,
+        engine_steps_per_schedule,
+    )
+
+    config = {"elastic": {"steps_per_schedule": bad}}
+    with pytest.raises(ValueError, match="steps_per_schedule must be an int >= 1"):
+        engine_steps_per_schedule(config)
+    with pytest.raises(ValueError, match="steps_per_schedule"):
+        engine_settings(config)
+    assert engine_steps_per_schedule({"elastic": {"steps_per_schedule": 1}}) == 1
+    assert engine_steps_per_schedule(None) == DEFAULT_STEPS_PER_SCHEDULE
+
+
+def test_steps_per_schedule_is_engine_wide_only():
+    from vllm import SamplingParams
+
+    from vllm_elastic.core.settings import DecodeSettings
+    from vllm_elastic.plugin.settings import request_settings
+
+    params = SamplingParams(max_tokens=GEN_LENGTH, extra_args={"steps_per_schedule": 2})
+    with pytest.raises(ValueError, match="steps_per_schedule is engine-wide"):
+        request_settings(params, DecodeSettings())
+
+
 def test_choose_grants_oldest_first_within_budget():
     from vllm_elastic.core.decoders.base import RefreshCost
     from vllm_elastic.plugin.refresh import choose_grants

@@ -37,7 +37,9 @@ def paged_llm(checkpoint):
     os.environ[INPROC_ENV] = "0"
     try:
         engine = make_llm(
-            checkpoint, block_size=BLOCK_SIZE, additional_config={"elastic": ENGINE_WIDE}
+            # one denoising step per engine step: a test reads the caches after the first
+            checkpoint, block_size=BLOCK_SIZE,
+            additional_config={"elastic": {**ENGINE_WIDE, "steps_per_schedule": 1}},
         )
     finally:  # an in-process engine core caches vLLM's env vars: undo both for later modules
         os.environ.pop(INPROC_ENV)

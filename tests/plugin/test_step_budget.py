@@ -63,7 +63,8 @@ def test_outputs_equal_the_core(booked_run, reference_model):
 
 def test_running_requests_are_booked_their_rows(booked_run):
     _, booking = booked_run
-    later = [r for step in booking for r in step.values() if not r["first"]]
+    # the booking covers an engine step's first denoising step; the others are "continued"
+    later = [r for step in booking for r in step.values() if not r["first"] and not r["continued"]]
     assert later
     for r in later:
         assert r["booked"] == max(1, min(r["rows"], r["left"])), r

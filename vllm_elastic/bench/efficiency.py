@@ -5,10 +5,10 @@
   python -m vllm_elastic.bench.efficiency models/llada-tiny --random-shape 512,8,8,1408 ...
 
 For each method and concurrency C, the layer-rows per second the plugin computes (the runner's own
-per-request ``rows_computed`` summed over a run of the held-out prompts, at most C in flight, over
-the run's wall time) divided by the layer-rows per second of one bare no-cache forward of the same
-model at batch C on canvases of the same length, timed after the engine runs inside the engine's
-own worker process. 1.0: the engine runs at the speed of plain packed compute; the gap is the
+per-request ``rows_computed`` summed over a run of the held-out prompts with C in flight, a new
+one added as soon as one finishes (``in_flight``), over the run's wall time) divided by the
+layer-rows per second of one bare no-cache forward of the same model at batch C on canvases of
+the same length, timed after the engine runs inside the engine's own worker process. 1.0: the engine runs at the speed of plain packed compute; the gap is the
 engine's overhead (host work, syncs, padding, per-request loops).
 
 The bare forward runs in the worker because that is where the engine's compute runs, with the
@@ -45,16 +45,23 @@ from .vllm_engine import DEFAULT_CPU_KV_GIB, VLLMBench
 
 
 def engine_rows(
-    model_dir: str, prompts, methods, concurrencies, gen_length: int, bare_length: int
+    model_dir: str, prompts, methods, concurrencies, gen_length: int, bare_length: int,
+    steps_per_schedule: int | None = None,
 ) -> tuple[list[dict], dict]:
     """Layer-rows and tokens of the plugin per method and concurrency, then the bare forward's
     layer-rows per second at each concurrency, timed in the engine's worker."""
     from vllm import SamplingParams
 
+    from ..plugin.settings import ADDITIONAL_CONFIG_KEY, STEPS_PER_SCHEDULE_KEY
     from ..plugin.stats import request_stats
 
     canvas = max(map(len, prompts)) + gen_length  # a step's budget fits every in-flight canvas
-    llm = VLLMBench(model_dir, max(concurrencies), canvas).llm
+    extra = {}
+    if steps_per_schedule is not None:
+        extra[STEPS_PER_SCHEDULE_KEY] = steps_per_schedule
+    llm = VLLMBench(
+        model_dir, max(concurrencies), canvas, additional_config={ADDITIONAL_CONFIG_KEY: extra}
+    ).llm
     rows = []
     for method in methods:
         params = SamplingParams(  # greedy, as the reference decoders (vLLM's default is 1.0)
@@ -62,10 +69,8 @@ def engine_rows(
         )
         llm.generate([{"prompt_token_ids": p} for p in prompts[:2]], params, use_tqdm=False)
         for c in concurrencies:
-            outs, start = [], time.perf_counter()
-            for lo in range(0, len(prompts), c):  # waves of c requests in flight
-                wave = [{"prompt_token_ids": p} for p in prompts[lo : lo + c]]
-                outs += llm.generate(wave, params, use_tqdm=False)
+            start = time.perf_counter()
+            outs = in_flight(llm, prompts, params, c)
             wall = time.perf_counter() - start
             stats = request_stats(llm, outs)
             rows.append({
@@ -76,6 +81,32 @@ def engine_rows(
     (bare, *_) = llm.collective_rpc("elastic_bare_rows_per_s", args=(concurrencies, bare_length))
     del llm
     return rows, bare
+
+
+def in_flight(llm, prompts, params, concurrency: int) -> list:
+    """Every prompt through ``llm``'s engine with ``concurrency`` requests in flight: a new one is
+    added as soon as one finishes (the load of vLLM's serving benchmark at ``--max-concurrency``,
+    not waves that wait for their slowest request). Finished outputs in prompt order."""
+    from vllm.sampling_params import RequestOutputKind
+
+    engine = llm.llm_engine
+    params = params.clone()
+    params.output_kind = RequestOutputKind.FINAL_ONLY  # as LLM.generate: the answers, not a stream
+    done, queue = {}, iter(enumerate(prompts))
+
+    def add_next() -> None:
+        for i, prompt in queue:
+            engine.add_request(str(i), {"prompt_token_ids": prompt}, params)
+            return
+
+    for _ in range(concurrency):
+        add_next()
+    while engine.has_unfinished_requests():
+        for out in engine.step():
+            if out.finished:
+                done[int(out.request_id)] = out
+                add_next()
+    return [done[i] for i in range(len(prompts))]
 
 
 def ar_reference(model_cfg, concurrencies, num_prompts: int, gen_length: int, prompt_len: int):
@@ -117,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gen-length", type=int, default=256)
     ap.add_argument("--data", default="data/arith_test.jsonl")
     ap.add_argument("--ar-reference", action="store_true")
+    ap.add_argument(
+        "--steps-per-schedule", type=int, default=None,
+        help="the engine's steps_per_schedule (denoising steps per engine step; default: the "
+        "plugin's)",
+    )  # fmt: skip
     ap.add_argument("--json", default=None)
     ap.add_argument(
         "--random-shape", default=None, metavar="D,LAYERS,HEADS,MLP",
@@ -172,7 +208,7 @@ def run(args: argparse.Namespace, model_dir: str) -> None:
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     length = round(sum(map(len, prompts)) / len(prompts)) + args.gen_length
     rows, bare = engine_rows(model_dir, prompts, args.methods.split(","), concurrencies,
-                             args.gen_length, length)  # fmt: skip
+                             args.gen_length, length, args.steps_per_schedule)  # fmt: skip
     for r in rows:
         r["rows_per_s"] = r["layer_rows"] / r["wall_s"]
         r["tokens_per_s"] = r["tokens"] / r["wall_s"]

@@ -54,9 +54,11 @@ class ElasticRunnerOutput(ModelRunnerOutput):
 
 @dataclass
 class ElasticSchedulerOutput(SchedulerOutput):
-    """vLLM's scheduler output and the request ids whose pending refresh runs in this step."""
+    """vLLM's scheduler output, the request ids whose pending refresh runs in this step, and how
+    many denoising steps the step may run (``ElasticScheduler``'s ``steps_per_schedule``)."""
 
     refresh_grants: set[str] = field(default_factory=set)
+    denoise_steps: int = 1
 
 
 def booked_tokens(rows: int, remaining: int) -> int:

@@ -11,7 +11,9 @@ change:
   takes the scheduler's deferred-refresh grants (``plugin/refresh.py``);
 - ``_model_forward`` runs the diffusion step in place of vLLM's forward: ``core.generate.step`` on
   the vLLM model for all scheduled requests (one packed forward for the whole batch, the commit,
-  one copy of the results to the host). It returns zero-width hidden states: the model's
+  one copy of the results to the host), and up to the scheduler's ``denoise_steps`` of them while
+  nothing happens that the scheduler must see (``_diffusion_step``). It returns zero-width hidden
+  states: the model's
   ``compute_logits`` skips the LM head on them, so vLLM never computes logits of canvas rows;
 - ``_sample`` returns, per request, the tokens that newly extend its contiguous committed prefix,
   padded with -1 (vLLM drops those). The scheduler appends them and rolls the rest of the canvas
@@ -102,6 +104,7 @@ class ElasticRunnerMixin:
         # our scheduler's output, grant every pending one) and the pending refreshes after it
         self.refresh_grants: set[str] | None = None
         self.refresh_requests: dict[str, RefreshCost] = {}
+        self.denoise_steps = 1  # denoising steps this engine step may run (the scheduler's)
         # op counting of whole engine steps (worker RPC ``elastic_count_steps``; bench/count_ops.py)
         self.steps_to_count = 0
         self.step_counts: list[dict] = []
@@ -129,9 +132,10 @@ class ElasticRunnerMixin:
             release_host_memory()
             self._host_dirty = False
         self._host_dirty = self._host_dirty or self.step_pending
-        self.refresh_grants = None
+        self.refresh_grants, self.denoise_steps = None, 1
         if isinstance(scheduler_output, ElasticSchedulerOutput):
             self.refresh_grants = scheduler_output.refresh_grants
+            self.denoise_steps = scheduler_output.denoise_steps
         self.refresh_requests, self.step_limited, self.next_rows = {}, set(), {}
         self._booked = scheduler_output.num_scheduled_tokens
         if self.steps_to_count and self.step_pending:
@@ -177,25 +181,41 @@ class ElasticRunnerMixin:
         return torch.empty(positions.shape[-1], 0, dtype=self.dtype, device=self.device)
 
     def _diffusion_step(self):
-        """One denoising step of every scheduled request; its new tokens and their logprob
-        records (None where not asked), in batch order."""
+        """Up to ``denoise_steps`` denoising steps of every scheduled request, the first as
+        scheduled; its new tokens and their logprob records (None where not asked), in batch
+        order.
+
+        A denoising step after the first runs only while nothing has happened that the scheduler
+        must see first: every scheduled request stepped in the last one, and none finished,
+        reached its step bound or asked for a deferred refresh. So an engine step ends where a
+        one-step engine step would hand the scheduler news, and the requests decode the same
+        steps with the same grants; what the extra steps save is the engine's round trip per
+        step. Each denoising step's rows stay within ``max_num_batched_tokens``."""
         batch = self.input_batch
         req_ids = batch.req_ids[: batch.num_reqs]
         decodes = [self._decode_of(req_id) for req_id in req_ids]
         ready_ids = self._within_budget([r for r, d in zip(req_ids, decodes) if self._ready(r, d)])
-        ready = [self.decodes[r].state for r in ready_ids]
-        if self.booking is not None:
-            self.booking.append(self._booking_entry(ready_ids))
-        if ready:
-            self._step(self.get_model(), ready_ids, ready)
-        if self.decisions.enabled:
-            self.decisions.update(ready)
-        new_tokens = [d.take_committed() for d in decodes]
-        new_logprobs = [d.logprobs_of(tokens) for d, tokens in zip(decodes, new_tokens)]
-        decoded = {id(state) for state in ready}
-        for req_id, d, tokens in zip(req_ids, decodes, new_tokens):
-            if id(d.state) in decoded:
-                self.pending_metrics.observe_step(len(tokens))
+        new_tokens: dict[str, list[int]] = {r: [] for r in req_ids}
+        new_logprobs: dict[str, list[TokenLogprobs] | None] = {r: None for r in req_ids}
+        stepped = ready_ids
+        for n in range(self.denoise_steps):
+            if not stepped:
+                break
+            if self.booking is not None:
+                self.booking.append(self._booking_entry(stepped, continued=n > 0))
+            self._step(self.get_model(), stepped, [self.decodes[r].state for r in stepped])
+            if self.decisions.enabled:
+                self.decisions.update(self.decodes[r].state for r in stepped)
+            for req_id in stepped:
+                self._take(req_id, new_tokens, new_logprobs)
+                self.pending_metrics.observe_step(len(new_tokens[req_id]))
+            if len(stepped) < len(req_ids) or not self._uneventful(stepped):
+                break
+            stepped = self._within_budget(stepped)
+        for req_id in req_ids:
+            if req_id not in ready_ids:  # a rejected request hands out its EOS here
+                self._take(req_id, new_tokens, new_logprobs)
+        for req_id, d in zip(req_ids, decodes):
             if d.finished and d.state is not None:  # its last token goes out in this step
                 self.recent_stats.record(req_id, d.state.stats.to_dict())
                 self.pending_metrics.observe_request(d.state.stats.to_dict())
@@ -203,7 +223,20 @@ class ElasticRunnerMixin:
                     self._end_step_limited(req_id, d)
             elif d.state is not None:
                 self.next_rows[req_id] = d.state.next_rows()
-        return new_tokens, new_logprobs
+        return [new_tokens[r] for r in req_ids], [new_logprobs[r] for r in req_ids]
+
+    def _take(self, req_id: str, tokens: dict[str, list[int]], logprobs: dict) -> None:
+        """Add what the request's last denoising step handed out to its engine step's tokens."""
+        d = self.decodes[req_id]
+        taken = d.take_committed()
+        tokens[req_id] += taken
+        records = d.logprobs_of(taken)
+        if records is not None:
+            logprobs[req_id] = (logprobs[req_id] or []) + records
+
+    def _uneventful(self, stepped: list[str]) -> bool:
+        """No stepped request finished, reached its step bound or asked for a refresh."""
+        return not self.refresh_requests and not any(self.decodes[r].finished for r in stepped)
 
     def _within_budget(self, ready_ids: list[str]) -> list[str]:
         """The ready requests whose rows fit in ``max_num_batched_tokens``: those that waited
@@ -227,14 +260,16 @@ class ElasticRunnerMixin:
             d.waited = 0 if req_id in stepped else d.waited + 1
         return [r for r in ready_ids if r in stepped]  # batch order
 
-    def _booking_entry(self, ready_ids: list[str]) -> dict:
+    def _booking_entry(self, ready_ids: list[str], continued: bool) -> dict:
         """What the scheduler booked for each request stepped now, beside the rows its step
-        computes (before any refresh) and the canvas it had not handed out."""
+        computes (before any refresh), the canvas it had not handed out, and whether the step
+        continues the engine step (the booking covers the engine step's first)."""
         entry = {}
         for req_id in ready_ids:
             d = self.decodes[req_id]
             entry[req_id] = {"booked": self._booked[req_id], "rows": d.state.next_rows(),
-                             "left": d.left, "first": d.state.steps_taken == 0}  # fmt: skip
+                             "left": d.left, "first": d.state.steps_taken == 0,
+                             "continued": continued}  # fmt: skip
         return entry
 
     def _end_step_limited(self, req_id: str, decode: RequestDecode) -> None:

@@ -27,10 +27,16 @@ runner reports it in ``ElasticRunnerOutput.step_limited``) is finished here with
 Deferred refresh (``plugin/refresh.py``): ``update_from_output`` keeps each request's pending
 refresh as the runner reports it; ``schedule`` grants some of them within the step's refresh
 budget and sends the grants to the runner in an ``ElasticSchedulerOutput``.
+
+Several denoising steps per engine step: the same output allows the runner ``steps_per_schedule``
+of them (``additional_config``; the runner stops at the first that has news for the scheduler),
+and one while a request waits for admission, so that it is admitted after one step, or while a
+running request streams its output, so that its client gets every step's tokens.
 """
 
 from __future__ import annotations
 
+from vllm.sampling_params import RequestOutputKind
 from vllm.utils.math_utils import cdiv
 from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.core.sched.scheduler import Scheduler
@@ -64,6 +70,9 @@ class ElasticScheduler(Scheduler):
         # in token rows per step (None: what the step leaves of max_num_scheduled_tokens)
         self.refresh_pending: dict[str, RefreshCost] = {}
         self.refresh_budget = settings.engine_refresh_budget(self.vllm_config.additional_config)
+        self.steps_per_schedule = settings.engine_steps_per_schedule(
+            self.vllm_config.additional_config
+        )
         self.step_limited: set[str] = set()  # the runner's report of the step being processed
         self.next_rows: dict[str, int] = {}  # rows of each request's next step (runner reports)
         trace("scheduler")
@@ -116,7 +125,21 @@ class ElasticScheduler(Scheduler):
             budget = self.max_num_scheduled_tokens - self._step_rows(output)
         arrival = {r: self.requests[r].arrival_time for r in pending}
         grants = choose_grants(pending, arrival, budget) if pending else set()
-        return extend(output, ElasticSchedulerOutput, refresh_grants=grants)
+        return extend(
+            output, ElasticSchedulerOutput, refresh_grants=grants, denoise_steps=self._steps()
+        )
+
+    def _steps(self) -> int:
+        """Denoising steps the next engine step may run: ``steps_per_schedule``, but one while a
+        request waits for admission (it gets its chance after one step) or a running request
+        streams (its client gets the tokens of every step)."""
+        if len(self.waiting) or any(
+            r.sampling_params is not None
+            and r.sampling_params.output_kind != RequestOutputKind.FINAL_ONLY
+            for r in self.running
+        ):
+            return 1
+        return self.steps_per_schedule
 
     def update_from_output(self, scheduler_output, model_runner_output):
         """Keep the runner's latest pending-refresh report of every request it stepped, and end

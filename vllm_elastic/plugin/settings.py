@@ -7,8 +7,9 @@ Gumbel-max sampling (a request with no seed and a temperature above 0 gets a fre
 in vLLM); ``logprobs`` asks the decoder to record them (``core/logprobs.py``). ``extra_args`` may
 set ``temperature`` and ``seed`` too, and then they win. Per-request keys override engine-wide
 ones. The other ``SamplingParams`` are checked by ``plugin/sampling.py``.
-``refresh_budget`` (token rows per step for deferred refreshes, ``plugin/refresh.py``) is an
-engine-only key of ``additional_config["elastic"]``; it is not a ``DecodeSettings`` field.
+``refresh_budget`` (token rows per step for deferred refreshes, ``plugin/refresh.py``) and
+``steps_per_schedule`` (the denoising steps one engine step may run, ``plugin/runner.py``) are
+engine-only keys of ``additional_config["elastic"]``; they are not ``DecodeSettings`` fields.
 Bad values raise ``ValueError`` in the front end, at submission: ``ElasticSettingsValidator`` is a
 no-op vLLM logits processor whose ``validate_params`` hook vLLM calls for every request before it
 reaches the engine (the config hook in ``plugin/config.py`` installs it), so one bad request fails
@@ -33,6 +34,11 @@ if TYPE_CHECKING:
 ADDITIONAL_CONFIG_KEY = "elastic"  # additional_config={"elastic": {...}}
 VALIDATOR_QUALNAME = "vllm_elastic.plugin.settings:ElasticSettingsValidator"
 REFRESH_BUDGET_KEY = "refresh_budget"  # engine-wide only: the scheduler's, not a request's
+STEPS_PER_SCHEDULE_KEY = "steps_per_schedule"  # engine-wide only, like refresh_budget
+# Denoising steps an engine step may run by default: enough that the engine's round trip between
+# steps (scheduling, two RPCs) is paid once for several of a small batch's short steps.
+DEFAULT_STEPS_PER_SCHEDULE = 4
+ENGINE_ONLY_KEYS = (REFRESH_BUDGET_KEY, STEPS_PER_SCHEDULE_KEY)
 
 # The engine-wide settings of this process's engine, set by the config hook (front-end process),
 # read by the submission check. NOTE: one engine per process; a second engine replaces them.
@@ -45,7 +51,8 @@ def engine_settings(additional_config: dict[str, Any] | None) -> DecodeSettings:
     if "gen_length" in raw:
         raise ValueError("gen_length is set per request by max_tokens, not in additional_config")
     engine_refresh_budget(additional_config)
-    raw = {k: v for k, v in raw.items() if k != REFRESH_BUDGET_KEY}
+    engine_steps_per_schedule(additional_config)
+    raw = {k: v for k, v in raw.items() if k not in ENGINE_ONLY_KEYS}
     return DecodeSettings.from_dict(raw)
 
 
@@ -57,6 +64,17 @@ def engine_refresh_budget(additional_config: dict[str, Any] | None) -> int | Non
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{REFRESH_BUDGET_KEY} must be an int >= 1 (token rows), got {value!r}")
+    return value
+
+
+def engine_steps_per_schedule(additional_config: dict[str, Any] | None) -> int:
+    """``additional_config["elastic"]["steps_per_schedule"]``: the denoising steps one engine
+    step may run (an int >= 1; 1 is one denoising step per engine step)."""
+    value = _elastic_config(additional_config).get(
+        STEPS_PER_SCHEDULE_KEY, DEFAULT_STEPS_PER_SCHEDULE
+    )
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{STEPS_PER_SCHEDULE_KEY} must be an int >= 1, got {value!r}")
     return value
 
 
@@ -74,11 +92,12 @@ def request_settings(params: SamplingParams, base: DecodeSettings) -> DecodeSett
     extra = dict(params.extra_args or {})
     if "gen_length" in extra:
         raise ValueError("set the canvas length with max_tokens, not extra_args['gen_length']")
-    if REFRESH_BUDGET_KEY in extra:
-        raise ValueError(
-            f"{REFRESH_BUDGET_KEY} is engine-wide: set it in additional_config"
-            f"[{ADDITIONAL_CONFIG_KEY!r}], not per request"
-        )
+    for key in ENGINE_ONLY_KEYS:
+        if key in extra:
+            raise ValueError(
+                f"{key} is engine-wide: set it in additional_config[{ADDITIONAL_CONFIG_KEY!r}], "
+                "not per request"
+            )
     if extra.get("logprobs") is not None:
         raise ValueError("ask for logprobs with the request's logprobs, not extra_args['logprobs']")
     if params.max_tokens is None:
