@@ -6,7 +6,8 @@
 ``--engine core`` (default) counts one ``core.generate.step`` (``--by-site``: also per package
 function that launched each op); ``--engine vllm`` counts one whole
 engine step of ``vllm.LLM`` with the plugin (the runner's ``execute_model`` and ``sample_tokens``,
-vLLM's own input preparation included), through the worker RPC ``elastic_count_steps``.
+vLLM's own input preparation included), through the worker RPC ``elastic_count_steps``, with one
+denoising step per engine step (``steps_per_schedule`` 1).
 
 Counting, not timing (``core/op_count.py``): the same numbers on a busy or an idle machine. A
 batched step launches the same ops whatever the number of requests R; ``ops_per_request`` is the
@@ -96,9 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     prompt = encode_prompt(tokenizer, PROMPT)
     batches = [int(r) for r in args.batches.split(",")]
     if args.engine == "vllm":
+        from ..plugin.settings import ADDITIONAL_CONFIG_KEY, STEPS_PER_SCHEDULE_KEY
         from .vllm_engine import VLLMBench
 
-        bench = VLLMBench(args.model, max(batches), len(prompt) + args.gen_length)
+        # one denoising step per engine step: the counted engine step is one step of the batch
+        config = {ADDITIONAL_CONFIG_KEY: {STEPS_PER_SCHEDULE_KEY: 1}}
+        bench = VLLMBench(
+            args.model, max(batches), len(prompt) + args.gen_length, additional_config=config
+        )
 
         def count(settings, batch):
             return count_engine_step(bench, prompt, settings, batch)
