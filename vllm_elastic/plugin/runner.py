@@ -128,7 +128,9 @@ class ElasticRunnerMixin:
         for req_id in scheduler_output.finished_req_ids:  # finished, stopped or aborted
             self.decodes.pop(req_id, None)
         self.step_pending = scheduler_output.total_num_scheduled_tokens > 0
-        if not self.decodes and self._host_dirty:  # idle again: hand back what the steps freed
+        # idle again (no request left, none scheduled: not the step that starts the next one):
+        # hand back what the steps freed
+        if not self.decodes and not self.step_pending and self._host_dirty:
             release_host_memory()
             self._host_dirty = False
         self._host_dirty = self._host_dirty or self.step_pending
