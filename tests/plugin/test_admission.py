@@ -70,10 +70,16 @@ def test_one_denoising_step_per_engine_step_while_requests_wait(small_llm):
                             extra_args=dict(METHODS["elastic"]))  # fmt: skip
     engine = small_llm.llm_engine
     small_llm.collective_rpc("elastic_log_booking")
+    small_llm.collective_rpc("elastic_metrics_drain")  # observations from here on
     for i, prompt in enumerate((PROMPTS + PROMPTS)[:8]):
         engine.add_request(f"wait-{i}", {"prompt_token_ids": prompt}, params)
-    step_until_done(engine)
+    finished = step_until_done(engine)
     (booking,) = small_llm.collective_rpc("elastic_booking")
+    (metrics,) = small_llm.collective_rpc("elastic_metrics_drain")
+    # /metrics observes each denoising step, not each engine step: one per request and step,
+    # and every token handed out in exactly one of them
+    assert len(metrics["tokens_per_step"]) == sum(r["nfe"] for r in metrics["requests"])
+    assert sum(metrics["tokens_per_step"]) == sum(len(t) for t, _ in finished.values())
     steps = [step for step in booking if step]
     seen: set[str] = set()
     continued = 0

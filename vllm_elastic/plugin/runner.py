@@ -209,8 +209,7 @@ class ElasticRunnerMixin:
             if self.decisions.enabled:
                 self.decisions.update(self.decodes[r].state for r in stepped)
             for req_id in stepped:
-                self._take(req_id, new_tokens, new_logprobs)
-                self.pending_metrics.observe_step(len(new_tokens[req_id]))
+                self.pending_metrics.observe_step(self._take(req_id, new_tokens, new_logprobs))
             if len(stepped) < len(req_ids) or not self._uneventful(stepped):
                 break
             stepped = self._within_budget(stepped)
@@ -227,14 +226,16 @@ class ElasticRunnerMixin:
                 self.next_rows[req_id] = d.state.next_rows()
         return [new_tokens[r] for r in req_ids], [new_logprobs[r] for r in req_ids]
 
-    def _take(self, req_id: str, tokens: dict[str, list[int]], logprobs: dict) -> None:
-        """Add what the request's last denoising step handed out to its engine step's tokens."""
+    def _take(self, req_id: str, tokens: dict[str, list[int]], logprobs: dict) -> int:
+        """Add what the request's last denoising step handed out to its engine step's tokens and
+        their records; returns how many it handed out."""
         d = self.decodes[req_id]
         taken = d.take_committed()
         tokens[req_id] += taken
         records = d.logprobs_of(taken)
         if records is not None:
             logprobs[req_id] = (logprobs[req_id] or []) + records
+        return len(taken)
 
     def _uneventful(self, stepped: list[str]) -> bool:
         """No stepped request finished, reached its step bound or asked for a refresh."""
