@@ -388,4 +388,4 @@ class ElasticCPUModelRunner(ElasticRunnerMixin, CPUModelRunner):
 
 
 class ElasticGPUModelRunner(ElasticRunnerMixin, GPUModelRunner):
-    """The same diffusion step on vLLM's CUDA runner (``gpu_worker.py``; not run in this project)."""
+    """The same diffusion step on vLLM's CUDA runner (``gpu_worker.py``; not run here)."""
