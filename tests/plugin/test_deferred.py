@@ -30,7 +30,9 @@ DEFERRED = METHODS["elastic-deferred"]
 
 @pytest.fixture(scope="module")
 def llm(checkpoint):
-    engine = make_llm(checkpoint, additional_config={"elastic": {**ENGINE_WIDE, "refresh_budget": 1}})
+    engine = make_llm(
+        checkpoint, additional_config={"elastic": {**ENGINE_WIDE, "refresh_budget": 1}}
+    )
     yield engine
     del engine
 

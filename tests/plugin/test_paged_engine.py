@@ -1,9 +1,9 @@
-"""The per-layer caches live in vLLM's paged KV blocks: parity, block accounting, the bytes themselves.
+"""The per-layer caches live in vLLM's paged KV blocks: parity, block accounting, the bytes.
 
 Blocks of 32 tokens, so every canvas spans two or three blocks, handed out interleaved between the
-requests of a batch. One engine for the module, with the engine core in this process (the worker still
-runs in its own): ``engine.step()`` is then exactly one scheduler step, and the scheduler's block pool
-can be read directly.
+requests of a batch. One engine for the module, with the engine core in this process (the worker
+still runs in its own): ``engine.step()`` is then exactly one scheduler step, and the scheduler's
+block pool can be read directly.
 """
 
 from __future__ import annotations
