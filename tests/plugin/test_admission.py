@@ -71,8 +71,14 @@ def test_one_denoising_step_per_engine_step_while_requests_wait(small_llm):
     engine = small_llm.llm_engine
     small_llm.collective_rpc("elastic_log_booking")
     small_llm.collective_rpc("elastic_metrics_drain")  # observations from here on
-    for i, prompt in enumerate((PROMPTS + PROMPTS)[:8]):
-        engine.add_request(f"wait-{i}", {"prompt_token_ids": prompt}, params)
+    # all queued before the first step: the engine core steps as soon as a request arrives, and
+    # a first request alone, with nothing queued yet, may rightly run several steps
+    engine.engine_core.call_utility("pause_scheduler", "keep", False)
+    try:
+        for i, prompt in enumerate((PROMPTS + PROMPTS)[:8]):
+            engine.add_request(f"wait-{i}", {"prompt_token_ids": prompt}, params)
+    finally:
+        engine.engine_core.call_utility("resume_scheduler")
     finished = step_until_done(engine)
     (booking,) = small_llm.collective_rpc("elastic_booking")
     (metrics,) = small_llm.collective_rpc("elastic_metrics_drain")
