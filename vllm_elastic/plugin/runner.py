@@ -13,8 +13,8 @@ change:
   the vLLM model for all scheduled requests (one packed forward for the whole batch, the commit,
   one copy of the results to the host), and up to the scheduler's ``denoise_steps`` of them while
   nothing happens that the scheduler must see (``_diffusion_step``). It returns zero-width hidden
-  states: the model's
-  ``compute_logits`` skips the LM head on them, so vLLM never computes logits of canvas rows;
+  states: the model's ``compute_logits`` skips the LM head on them, so vLLM never computes logits
+  of canvas rows;
 - ``_sample`` returns, per request, the tokens that newly extend its contiguous committed prefix,
   padded with -1 (vLLM drops those). The scheduler appends them and rolls the rest of the canvas
   back (``scheduler.py``). A request decodes only once its blocks cover its whole canvas (the
@@ -213,8 +213,9 @@ class ElasticRunnerMixin:
             if len(stepped) < len(req_ids) or not self._uneventful(stepped):
                 break
             stepped = self._within_budget(stepped)
+        ready = set(ready_ids)
         for req_id in req_ids:
-            if req_id not in ready_ids:  # a rejected request hands out its EOS here
+            if req_id not in ready:  # a rejected request hands out its EOS here
                 self._take(req_id, new_tokens, new_logprobs)
         for req_id, d in zip(req_ids, decodes):
             if d.finished and d.state is not None:  # its last token goes out in this step
