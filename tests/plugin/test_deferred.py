@@ -81,33 +81,27 @@ def test_refresh_budget_is_engine_wide_only(llm):
         )
 
 
-@pytest.mark.parametrize("bad", [0, -3, 2.5, "many", True])
-def test_bad_refresh_budget_is_a_clear_error(bad):
-    from vllm_elastic.plugin.settings import engine_refresh_budget, engine_settings
-
-    config = {"elastic": {"refresh_budget": bad}}
-    with pytest.raises(ValueError, match="refresh_budget must be an int >= 1"):
-        engine_refresh_budget(config)
-    with pytest.raises(ValueError, match="refresh_budget"):
-        engine_settings(config)
-    assert engine_refresh_budget({"elastic": {"refresh_budget": 64}}) == 64
+# engine-only key -> (its reader, a good value, what an unset key reads as)
+ENGINE_ONLY = {
+    "refresh_budget": ("engine_refresh_budget", 64, None),
+    "steps_per_schedule": ("engine_steps_per_schedule", 1, "DEFAULT_STEPS_PER_SCHEDULE"),
+}
 
 
-@pytest.mark.parametrize("bad", [0, -1, 1.5, "four", False])
-def test_bad_steps_per_schedule_is_a_clear_error(bad):
-    from vllm_elastic.plugin.settings import (
-        DEFAULT_STEPS_PER_SCHEDULE,
-        engine_settings,
-        engine_steps_per_schedule,
-    )
+@pytest.mark.parametrize("key", sorted(ENGINE_ONLY))
+@pytest.mark.parametrize("bad", [0, -3, -1, 2.5, 1.5, "many", True, False])
+def test_bad_engine_only_key_is_a_clear_error(key, bad):
+    from vllm_elastic.plugin import settings
 
-    config = {"elastic": {"steps_per_schedule": bad}}
-    with pytest.raises(ValueError, match="steps_per_schedule must be an int >= 1"):
-        engine_steps_per_schedule(config)
-    with pytest.raises(ValueError, match="steps_per_schedule"):
-        engine_settings(config)
-    assert engine_steps_per_schedule({"elastic": {"steps_per_schedule": 1}}) == 1
-    assert engine_steps_per_schedule(None) == DEFAULT_STEPS_PER_SCHEDULE
+    reader, good, unset = ENGINE_ONLY[key]
+    read = getattr(settings, reader)
+    config = {"elastic": {key: bad}}
+    with pytest.raises(ValueError, match=f"{key} must be an int >= 1"):
+        read(config)
+    with pytest.raises(ValueError, match=key):
+        settings.engine_settings(config)
+    assert read({"elastic": {key: good}}) == good
+    assert read(None) == (getattr(settings, unset) if unset else None)
 
 
 def test_steps_per_schedule_is_engine_wide_only():
