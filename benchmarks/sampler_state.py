@@ -3,9 +3,9 @@ written, the step sentences, signs and results still masked.
 
 The reference sampler (``llada``) commits a story line's step number, punctuation and operands
 first and the words that set its sign last (docs/TRAINING.md, "In what order the sampler writes a
-line"). This experiment adds a drill, ``story_signs``: 8-step ``story`` problems at canvas 256
-whose only maskable spans (``fill``) are each step sentence bar its operand, the sign and the
-result, and trains it beside ``story`` (and ``sums``) from an earlier stage's model.
+line"). This experiment trains the drill ``story_signs`` (``vllm_elastic.tasks.story_signs``:
+``story`` problems whose only maskable spans are each step sentence bar its operand, the sign and
+the result) beside ``story`` (and ``sums``) from an earlier stage's model.
 
   python benchmarks/sampler_state.py train --out runs/signs --init runs/fixed8s/model \
       --only story sums story_signs --lr 3e-4 --warmup 20 --steps 300 --keep-every 100 --threads 2
@@ -15,7 +15,8 @@ result, and trains it beside ``story`` (and ``sums``) from an earlier stage's mo
 the tables patched in this process as in the fixed-step runs of docs/TRAINING.md. ``score``
 decodes ``PROBLEMS`` fresh 8-step problems (seed ``PROBE_SEED``) under ``llada`` at 256. It
 reports whole answers right, and two counts over the reference's step lines: the step sentence
-right in its place, and the line's sum right for its own operands.
+right in its place, and the line's sum right for its own operands. With ``--natural-steps``
+(first, before the command) both keep ``story``'s own step range at the canvas (2 to 9 at 256).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import argparse
 import random
 import re
 import sys
-import types
 
 from vllm_elastic import tasks
 from vllm_elastic.tasks import story
@@ -33,47 +33,14 @@ from vllm_elastic.train.probe import PROBE_SEED
 
 CANVAS, STEPS = 256, 8
 PROBLEMS = 8
-FAMILY = "story_signs"
-WORKING = re.compile(r"Step \d+: (.*) (\d+) ([+-]) (\d+) = (\d+)$")  # sentence, a, sign, b, result
 SUM = re.compile(r"(\d+) ([+-]) (\d+) = (\d+)$")
 
 
-def fixed_steps() -> None:
-    """``story`` at STEPS steps, canvas CANVAS only, in this process."""
-    story.STEPS[CANVAS] = (STEPS, STEPS)
+def fixed_steps(natural: bool) -> None:
+    """``story`` at STEPS steps (unless ``natural``), canvas CANVAS only, in this process."""
+    if not natural:
+        story.STEPS[CANVAS] = (STEPS, STEPS)
     batches.CURRICULUM = ((0.0, {c: float(c == CANVAS) for c in tasks.CANVASES}),)
-
-
-def make_problem(rng: random.Random, canvas: int = CANVAS) -> dict:
-    """A ``story`` problem whose step sentences (bar their operand), signs and results are its
-    ``fill`` spans, as character offsets in the answer."""
-    problem = story.make_problem(rng, canvas)
-    fill, pos = [], 0
-    for line in problem["response"].split("\n"):
-        m = WORKING.match(line)
-        if m:
-            start, end = m.span(1)
-            b = m.group(4)
-            at = line.find(f" {b} ", start) + 1  # the operand inside the sentence
-            if 0 < at < end:
-                fill += [[pos + start, pos + at], [pos + at + len(b), pos + end]]
-            else:
-                fill.append([pos + start, pos + end])
-            fill += [[pos + m.start(3), pos + m.end(3)], [pos + m.start(5), pos + m.end(5)]]
-        pos += len(line) + 1
-    return {**problem, "task": FAMILY, "fill": fill}
-
-
-def register() -> None:
-    """Make ``story_signs`` a drill family of this process's trainer."""
-    module = types.ModuleType(FAMILY)
-    module.make_problem, module.score = make_problem, story.score
-    tasks.FAMILIES[FAMILY] = module
-    for m in (tasks, batches, testbed):
-        if hasattr(m, "DRILL_FAMILIES"):
-            m.DRILL_FAMILIES = (*m.DRILL_FAMILIES, FAMILY)
-        if hasattr(m, "TRAINING_FAMILIES"):
-            m.TRAINING_FAMILIES = (*m.TRAINING_FAMILIES, FAMILY)
 
 
 def score(model_dir: str, threads: int) -> dict:
@@ -111,9 +78,10 @@ def score(model_dir: str, threads: int) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    fixed_steps()
+    natural = argv[:1] == ["--natural-steps"]
+    argv = argv[natural:]
+    fixed_steps(natural)
     if argv[:1] == ["train"]:
-        register()
         testbed.train(testbed.parse_args(argv[1:]))
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])

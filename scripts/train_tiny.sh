@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train the test-bed LLaDA (story, program and listing families at canvases 256/512/1024, and the
-# sums, recite and transcribe drills) from fixed seeds: 4,500 updates of LLaDA SFT (the masked
+# sums, recite, transcribe and story_signs drills) from fixed seeds: 4,500 updates of LLaDA SFT (the masked
 # positions' plain mean loss), three quarters of the test-bed batches in the block sampler's state
 # (docs/TRAINING.md), sized for about 2.5 hours on 2 idle CPU cores. Resumable:
 # rerunning this script continues from runs/train/state.pt (a checkpoint every 5 minutes), so one run

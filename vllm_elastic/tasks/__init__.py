@@ -2,9 +2,10 @@
 
 The test bed: ``story`` (GSM8K analogue), ``program`` (HumanEval analogue) and ``listing`` (long
 answers), each sized for a canvas of 256, 512 or 1024 tokens. The drills (``sums``, ``recite``,
-``transcribe``, ``transcribe_varied``) are sized the same way but only trained on: ``story``'s
-arithmetic, its copies of the prompt, and the copy itself on lines that are nearly all copy, eight
-of them or as many as ``story`` has steps.
+``transcribe``, ``transcribe_varied``, ``story_signs``) are sized the same way but only trained
+on: ``story``'s arithmetic, its copies of the prompt, the copy itself on lines that are nearly all
+copy, eight of them or as many as ``story`` has steps, and ``story``'s lines in the state the
+sampler leaves them in.
 The first tiny model's families, ``arith`` and ``code``, have short answers and no canvas.
 """
 
@@ -14,13 +15,25 @@ import json
 import random
 from pathlib import Path
 
-from . import arith, code, listing, program, recite, story, sums, transcribe, transcribe_varied
+from . import (
+    arith,
+    code,
+    listing,
+    program,
+    recite,
+    story,
+    story_signs,
+    sums,
+    transcribe,
+    transcribe_varied,
+)
 
 FAMILIES = {"arith": arith, "code": code, "story": story, "program": program, "listing": listing,
             "sums": sums, "recite": recite, "transcribe": transcribe,
-            "transcribe_varied": transcribe_varied}  # fmt: skip
+            "transcribe_varied": transcribe_varied, "story_signs": story_signs}  # fmt: skip
 SIZED_FAMILIES = ("story", "program", "listing")  # the test bed: make_problem(rng, canvas)
-DRILL_FAMILIES = ("sums", "recite", "transcribe", "transcribe_varied")  # trained on, not reported
+# trained on, not reported
+DRILL_FAMILIES = ("sums", "recite", "transcribe", "transcribe_varied", "story_signs")
 TRAINING_FAMILIES = (*SIZED_FAMILIES, *DRILL_FAMILIES)  # what the test-bed model is trained on
 # the tokenizer's corpus: the copy drills are text of ``story``'s, and leaving them
 # out keeps the tokenizer (and the runs that saved it) of before
