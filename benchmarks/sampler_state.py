@@ -15,8 +15,9 @@ the result) beside ``story`` (and ``sums``) from an earlier stage's model.
 the tables patched in this process as in the fixed-step runs of docs/TRAINING.md. ``score``
 decodes ``PROBLEMS`` fresh 8-step problems (seed ``PROBE_SEED``) under ``llada`` at 256. It
 reports whole answers right, and two counts over the reference's step lines: the step sentence
-right in its place, and the line's sum right for its own operands. With ``--natural-steps``
-(first, before the command) both keep ``story``'s own step range at the canvas (2 to 9 at 256).
+right in its place, and the line's sum right for its own operands. Before the command,
+``--natural-steps`` keeps ``story``'s own step range (2 to 9 at 256, 6 to 20 at 512) and
+``--canvas C`` trains and scores at canvas C instead of 256 (at ``STEPS[C]`` steps).
 """
 
 from __future__ import annotations
@@ -31,19 +32,21 @@ from vllm_elastic.tasks import story
 from vllm_elastic.train import batches, testbed
 from vllm_elastic.train.probe import PROBE_SEED
 
-CANVAS, STEPS = 256, 8
+CANVAS = 256
+STEPS = {256: 8, 512: 18, 1024: 38}  # the fixed step count at each canvas (under 90% of it)
 PROBLEMS = 8
 SUM = re.compile(r"(\d+) ([+-]) (\d+) = (\d+)$")
 
 
-def fixed_steps(natural: bool) -> None:
-    """``story`` at STEPS steps (unless ``natural``), canvas CANVAS only, in this process."""
+def only_canvas(canvas: int, natural: bool) -> None:
+    """Training at ``canvas`` alone, ``story`` at STEPS steps unless ``natural``, in this
+    process."""
     if not natural:
-        story.STEPS[CANVAS] = (STEPS, STEPS)
-    batches.CURRICULUM = ((0.0, {c: float(c == CANVAS) for c in tasks.CANVASES}),)
+        story.STEPS[canvas] = (STEPS[canvas], STEPS[canvas])
+    batches.CURRICULUM = ((0.0, {c: float(c == canvas) for c in tasks.CANVASES}),)
 
 
-def score(model_dir: str, threads: int) -> dict:
+def score(model_dir: str, threads: int, canvas: int = CANVAS, n: int = PROBLEMS) -> dict:
     import torch
 
     from vllm_elastic.core.generate import generate
@@ -53,10 +56,10 @@ def score(model_dir: str, threads: int) -> dict:
 
     torch.set_num_threads(threads)
     rng = random.Random(PROBE_SEED)
-    problems = [tasks.make_problem("story", rng, CANVAS) for _ in range(PROBLEMS)]
+    problems = [tasks.make_problem("story", rng, canvas) for _ in range(n)]
     model, tok = load(model_dir)
     prompts = [encode_prompt(tok, p["prompt"], True) for p in problems]
-    results = generate(model, prompts, DecodeSettings(method="llada", gen_length=CANVAS))
+    results = generate(model, prompts, DecodeSettings(method="llada", gen_length=canvas))
     texts = [tok.decode(r.tokens, skip_special_tokens=True) for r in results]
     whole = sum(tasks.score(t, p) for t, p in zip(texts, problems))
     sentences = sums = lines = 0
@@ -72,15 +75,19 @@ def score(model_dir: str, threads: int) -> dict:
             if m:
                 a, op, b, c = int(m[1]), m[2], int(m[3]), int(m[4])
                 sums += c == (a + b if op == "+" else a - b)
-    return {"model": model_dir, "whole": f"{whole}/{PROBLEMS}",
+    return {"model": model_dir, "canvas": canvas, "whole": f"{whole}/{n}",
             "step_sentences": round(sentences / lines, 3), "sums": round(sums / lines, 3),
             "first_answer": texts[0]}  # fmt: skip
 
 
 def main(argv: list[str]) -> int:
-    natural = argv[:1] == ["--natural-steps"]
-    argv = argv[natural:]
-    fixed_steps(natural)
+    lead = argparse.ArgumentParser(add_help=False)
+    lead.add_argument("--natural-steps", action="store_true")
+    lead.add_argument("--canvas", type=int, default=CANVAS, choices=tasks.CANVASES)
+    at = next((i for i, a in enumerate(argv) if a in ("train", "score")), len(argv))
+    opts = lead.parse_args(argv[:at])
+    argv = argv[at:]
+    only_canvas(opts.canvas, opts.natural_steps)
     if argv[:1] == ["train"]:
         testbed.train(testbed.parse_args(argv[1:]))
         return 0
@@ -88,8 +95,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("command", choices=["score"])
     ap.add_argument("model")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--problems", type=int, default=PROBLEMS)
     args = ap.parse_args(argv)
-    report = score(args.model, args.threads)
+    report = score(args.model, args.threads, opts.canvas, args.problems)
     print({k: v for k, v in report.items() if k != "first_answer"})
     print(report["first_answer"])
     return 0
