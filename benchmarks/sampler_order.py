@@ -4,9 +4,10 @@
 
 Decodes the first ``--blocks`` blocks of one fresh problem of FAMILY (seed ``--seed``) with the
 rule of ``llada`` at steps = canvas (one token a step): in the current block of ``BLOCK`` positions
-it commits the masked position whose most likely token is most probable. It prints the reference
-answer's start, then every decoded position as ``token@step``. Written out over ``model(ids)`` so
-that the order can be read; the decoders do not record it.
+it commits the masked position whose most likely token is most probable (``policy.confidence``,
+the decoders' rule). It prints the reference answer's start, then every decoded position as
+``token@step``. Written out over ``model(ids)`` so that the order can be read; the decoders do not
+record it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 import torch
 
 from vllm_elastic import tasks
+from vllm_elastic.core import policy
 from vllm_elastic.eval.runner import load
 from vllm_elastic.tasks.prompting import encode_prompt
 
@@ -32,7 +34,7 @@ def commit_order(model, prompt: list[int], mask_id: int, canvas: int, blocks: in
     for b in range(blocks):
         lo, hi = start + BLOCK * b, start + BLOCK * (b + 1)
         for s in range(BLOCK):
-            conf, best = model(ids)[0, lo:hi].float().softmax(-1).max(-1)  # [BLOCK] each
+            conf, best = policy.confidence(model(ids)[0, lo:hi], mask_id)  # [BLOCK] each
             conf[ids[0, lo:hi] != mask_id] = -1.0
             at = int(conf.argmax())
             ids[0, lo + at] = best[at]
