@@ -39,11 +39,8 @@ def make_problem(rng: random.Random, canvas: int = 256) -> dict:
         if m:
             start, end = m.span(1)
             b = m.group(4)
-            at = line.find(f" {b} ", start) + 1  # the operand inside the sentence
-            if start < at < end:
-                fill += [[pos + start, pos + at], [pos + at + len(b), pos + end]]
-            else:
-                fill.append([pos + start, pos + end])
+            at = line.index(f" {b} ", start) + 1  # the operand inside the sentence (every form)
+            fill += [[pos + start, pos + at], [pos + at + len(b), pos + end]]
             fill += [[pos + m.start(3), pos + m.end(3)], [pos + m.start(5), pos + m.end(5)]]
         pos += len(line) + 1
     return {**problem, "task": "story_signs", "fill": fill}
