@@ -62,7 +62,8 @@ class ShardBlock(nn.Module):
         self.q = slice(rank * self.n_heads * dh, (rank + 1) * self.n_heads * dh)
         self.kv = slice(rank * self.n_kv_heads * dh, (rank + 1) * self.n_kv_heads * dh)
 
-    def project_qkv(self, h, cos, sin):
+    def project_qkv(self, h, rope):
+        cos, sin = rope
         b, shape = self.block, h.shape[:-1]
         a = b.attn_norm(h)  # [T, d]
         q = F.linear(a, b.q_proj.weight[self.q]).view(*shape, self.n_heads, self.head_dim)

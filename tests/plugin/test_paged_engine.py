@@ -102,8 +102,8 @@ def _positions(blocks: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor
 def _core_layer0(model, ids: list[int]) -> dict[str, torch.Tensor]:
     ids_t = torch.tensor(ids)
     h = model.embed(ids_t)  # [N, d]
-    cos, sin = model.rotary(torch.arange(len(ids)))
-    q, k, v = model.blocks[0].project_qkv(h, cos, sin)  # [N, H, dh], [N, Hkv, dh] x 2
+    rope = model.rotary(torch.arange(len(ids)))
+    q, k, v = model.blocks[0].project_qkv(h, rope)  # [N, H, dh], [N, Hkv, dh] x 2
     return {"k": k, "v": v, "q": q, "x": h}
 
 

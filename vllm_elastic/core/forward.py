@@ -74,7 +74,7 @@ def forward_step(
     num_layers = model.num_layers
     probes = _ProbeState(batch, num_layers, device)
     lay = batch.layout(batch.all_rows, 0)
-    cos, sin = model.rotary(lay.pos)  # [T, 1, dh] (the rows change only where a refresh starts)
+    rope = model.rotary(lay.pos)  # the rows' RoPE (they change only where a refresh starts)
     h = model.embed(batch.ids)  # [T, d]
     rows_computed = np.zeros(batch.num_seqs, dtype=np.int64)
     for layer, block in enumerate(model.blocks):
@@ -84,9 +84,9 @@ def forward_step(
             new = batch.layout(target, layer)
             h = _relayout(h, pages.inputs[layer], batch.relayout(lay, new), new)
             lay = new
-            cos, sin = model.rotary(lay.pos)  # [T, 1, dh]
+            rope = model.rotary(lay.pos)
         rows_computed += lay.counts
-        q, k, v = block.project_qkv(h, cos, sin)  # [T, H, dh], [T, Hkv, dh] (this rank's heads)
+        q, k, v = block.project_qkv(h, rope)  # [T, H, dh], [T, Hkv, dh] (this rank's heads)
         prev_q = probes.previous_queries(pages, layer, q)  # [R, K, H, dh]
         o, mass, heads_part, keys_part = ops.elastic_attention_varlen(
             q, k, v, lay.seq, lay.pos, lay.cu_rows, lay.max_rows,

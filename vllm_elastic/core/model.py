@@ -83,9 +83,12 @@ class LLaDABlock(nn.Module):
         self.ff_out = nn.Linear(cfg.mlp_hidden_size, d, bias=False)
 
     def project_qkv(
-        self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+        self, h: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """h: [..., T, d] -> q [..., T, H, dh], k and v [..., T, Hkv, dh] (RoPE applied to q, k)."""
+        """h: [..., T, d] -> q [..., T, H, dh], k and v [..., T, Hkv, dh] (RoPE applied to q, k).
+
+        ``rope``: what the model's ``rotary`` gave for the T rows' positions (here cos and sin)."""
+        cos, sin = rope
         a = self.attn_norm(h)
         shape = h.shape[:-1]
         q = self.q_proj(a).view(*shape, self.n_heads, self.head_dim)  # [..., T, H, dh]
@@ -144,10 +147,10 @@ class LLaDAModel(LLaDAStack, nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """No-cache bidirectional pass. ids: [B, T] -> logits [B, T, V] (float32)."""
         positions = torch.arange(ids.shape[-1], device=ids.device)
-        cos, sin = self.rotary(positions)  # [T, 1, dh]
+        rope = self.rotary(positions)  # cos, sin [T, 1, dh]
         h = self.embed(ids)  # [B, T, d]
         for block in self.blocks:
-            q, k, v = block.project_qkv(h, cos, sin)
+            q, k, v = block.project_qkv(h, rope)
             o, _ = attend(q, k, v)  # [B, T, d]
             h = block.finish(h, o)
         return self.logits(h)

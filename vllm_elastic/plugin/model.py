@@ -3,22 +3,20 @@
 The diffusion runner does not call ``forward``: it drives this model through the per-layer interface
 the core's ``forward_step`` uses (``embed``, ``rotary``, ``blocks[i].project_qkv`` / ``finish``,
 ``logits``, ``num_layers``, ``config``), so that the decoding algorithm exists once, in ``core/``.
-Norms and RoPE are the core's own modules (same math, same numerics); the projections are vLLM's
-``QKVParallelLinear`` / ``MergedColumnParallelLinear`` / ``RowParallelLinear`` and the embeddings
-``VocabParallelEmbedding`` / ``ParallelLMHead``, loaded from the real checkpoint names
+Norms and RoPE are the core's math on vLLM's kernels (``plugin/norm_rope.py``); the projections
+are vLLM's ``QKVParallelLinear`` / ``MergedColumnParallelLinear`` / ``RowParallelLinear`` and the
+embeddings ``VocabParallelEmbedding`` / ``ParallelLMHead``, loaded from the real checkpoint names
 (``model.transformer.blocks.{i}.q_proj.weight`` ...).
 
-Paged caches: each block owns a vLLM ``Attention`` layer and a ``RefreshState``
-layer, so vLLM's KV cache manager sizes, counts and frees blocks for every canvas; the runner keeps each
-request's K/V and the per-layer state a refresh needs (q, layer input) in those blocks through
-``plugin/paged_cache.py``, addressed by the request's block ids. Still to come: (2) give the
-``Attention`` layers a bidirectional Elastic backend that attends the query rows over all N paged keys
-and returns the window rows' key mass and the tracked rows' drift (the core's attention runs on the
-gathered rows today). Tensor parallel: each rank holds H/tp heads of q, k, v and of the paged caches;
-the runner passes ``forward_step`` a TP all-reduce for the Elastic statistics, and ``logits``
-all-gathers the vocabulary shards, so every rank decides from the same numbers. ``forward`` below is
-vLLM's plain entry (dummy and profiling runs) and uses the stock backend, which is causal: it is not a
-LLaDA forward until (2) lands.
+Paged caches: each block owns a vLLM ``Attention`` layer and a ``RefreshState`` layer, so vLLM's
+KV cache manager sizes, counts and frees blocks for every canvas; the runner keeps each request's
+K/V and the per-layer state a refresh needs (q, layer input) in those blocks through
+``plugin/paged_cache.py``, addressed by the request's block ids, and ``forward_step`` attends over
+them with the Elastic attention op. Tensor parallel: each rank holds H/tp heads of q, k, v and of
+the paged caches; the runner passes ``forward_step`` a TP all-reduce for the Elastic statistics,
+and ``logits`` all-gathers the vocabulary shards, so every rank decides from the same numbers.
+``forward`` below is vLLM's plain entry (dummy and profiling runs) and uses the stock backend,
+which is causal: it sizes memory, it is not a LLaDA forward.
 """
 
 from __future__ import annotations
@@ -44,8 +42,9 @@ from vllm.model_executor.layers.vocab_parallel_embedding import (
 from vllm.model_executor.model_loader.weight_utils import default_weight_loader
 
 from ..core.config import LLaDAConfig
-from ..core.model import LLaDAStack, RMSNorm, Rotary, apply_rope
+from ..core.model import LLaDAStack
 from .config import core_config
+from .norm_rope import FusedRMSNorm, FusedRotary, RopeRows, rotate_qk_
 from .paged_cache import RefreshState
 
 CHECKPOINT_PREFIX = "model."  # HF LLaDA checkpoints name tensors model.transformer....
@@ -69,8 +68,8 @@ class LLaDABlock(nn.Module):
         self.head_dim = hd
         self.n_heads = cfg.n_heads // tp  # heads on this rank
         self.n_kv_heads = max(1, cfg.n_kv_heads // tp)
-        self.attn_norm = RMSNorm(d, cfg.rms_norm_eps)
-        self.ff_norm = RMSNorm(d, cfg.rms_norm_eps)
+        self.attn_norm = FusedRMSNorm(d, cfg.rms_norm_eps)
+        self.ff_norm = FusedRMSNorm(d, cfg.rms_norm_eps)
         self.qkv = QKVParallelLinear(
             d,
             hd,
@@ -105,17 +104,22 @@ class LLaDABlock(nn.Module):
         )
 
     def project_qkv(
-        self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+        self, h: torch.Tensor, rope: RopeRows
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """h: [..., T, d] -> q [..., T, H, dh], k and v [..., T, Hkv, dh], RoPE on q and k."""
-        qkv, _ = self.qkv(self.attn_norm(h))  # [..., T, (H + 2 Hkv) dh]
+        """h: [T, d] -> q [T, H, dh] and k [T, Hkv, dh] (contiguous, RoPE applied in float32),
+        v [T, Hkv, dh] (a view of the projection)."""
+        qkv, _ = self.qkv(self.attn_norm(h))  # [T, (H + 2 Hkv) dh], this call's own tensor
+        qkv = qkv if qkv.dtype == torch.float32 else qkv.float()
         sizes = [self.n_heads * self.head_dim] + [self.n_kv_heads * self.head_dim] * 2
-        q, k, v = qkv.split(sizes, dim=-1)
-        shape = h.shape[:-1]
-        q = q.reshape(*shape, self.n_heads, self.head_dim)  # [..., T, H, dh]
-        k = k.reshape(*shape, self.n_kv_heads, self.head_dim)  # [..., T, Hkv, dh]
-        v = v.reshape(*shape, self.n_kv_heads, self.head_dim)  # [..., T, Hkv, dh]
-        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+        rotate_qk_(qkv, sizes[0], sizes[1], rope)
+        q, k, v = qkv.to(h.dtype).split(sizes, dim=-1)
+        # q and k whole: the page writes and the attention op read them as rows of heads, which
+        # a view of qkv would make each of them copy again
+        return (
+            q.unflatten(-1, (self.n_heads, self.head_dim)).contiguous(),  # [T, H, dh]
+            k.unflatten(-1, (self.n_kv_heads, self.head_dim)).contiguous(),  # [T, Hkv, dh]
+            v.unflatten(-1, (self.n_kv_heads, self.head_dim)),  # [T, Hkv, dh]
+        )
 
     def finish(self, h: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
         """Residual attention output then SwiGLU MLP. h: [..., T, d], attn: [..., T, H dh]."""
@@ -126,9 +130,9 @@ class LLaDABlock(nn.Module):
         down, _ = self.ff_out(F.silu(gate) * up)  # [..., T, d]
         return h + down
 
-    def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, rope: RopeRows) -> torch.Tensor:
         """vLLM's paged path (stock backend). h: [T, d] -> [T, d]."""
-        q, k, v = self.project_qkv(h, cos, sin)
+        q, k, v = self.project_qkv(h, rope)
         return self.finish(h, self.attn(q.flatten(-2), k.flatten(-2), v.flatten(-2)))
 
 
@@ -149,14 +153,20 @@ class LLaDAForDiffusionLM(LLaDAStack, nn.Module):
                 "blocks": nn.ModuleList(
                     LLaDABlock(cfg, vllm_config, f"{base}.blocks.{i}") for i in range(cfg.n_layers)
                 ),
-                "ln_f": RMSNorm(cfg.d_model, cfg.rms_norm_eps),
+                "ln_f": FusedRMSNorm(cfg.d_model, cfg.rms_norm_eps),
                 "ff_out": ParallelLMHead(
                     cfg.embedding_size, cfg.d_model, quant_config=quant, prefix=f"{base}.ff_out"
                 ),
             }
         )
         self.logits_processor = LogitsProcessor(cfg.embedding_size)
-        self.rotary = Rotary(cfg.head_dim, cfg.rope_theta)
+        # every position a canvas (at most max_model_len) or one of vLLM's dummy batches (at most
+        # max_num_batched_tokens rows) can hold
+        positions = max(
+            vllm_config.model_config.max_model_len,
+            vllm_config.scheduler_config.max_num_batched_tokens,
+        )
+        self.rotary = FusedRotary(cfg.head_dim, cfg.rope_theta, positions)
 
     # -- the per-layer interface of core.forward_step (blocks, num_layers, embed: LLaDAStack) --
     def logits(self, h: torch.Tensor) -> torch.Tensor:
@@ -186,9 +196,9 @@ class LLaDAForDiffusionLM(LLaDAStack, nn.Module):
     ) -> torch.Tensor:
         """input_ids, positions: [T] -> hidden states [T, d] (see the module docstring)."""
         h = self.embed(input_ids) if inputs_embeds is None else inputs_embeds  # [T, d]
-        cos, sin = self.rotary(positions)  # [T, 1, dh]
+        rope = self.rotary(positions)
         for block in self.blocks:
-            h = block(h, cos, sin)
+            h = block(h, rope)
         return h
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
