@@ -11,13 +11,17 @@ the result) beside ``story`` (and ``sums``) from an earlier stage's model.
       --only story sums story_signs --lr 3e-4 --warmup 20 --steps 300 --keep-every 100 --threads 2
   python benchmarks/sampler_state.py score runs/signs/model [--threads 1]
 
-``train`` takes ``testbed``'s arguments. It runs with ``story`` at 8 steps and canvas 256 only,
-the tables patched in this process as in the fixed-step runs of docs/TRAINING.md. ``score``
-decodes ``PROBLEMS`` fresh 8-step problems (seed ``PROBE_SEED``) under ``llada`` at 256. It
-reports whole answers right, and two counts over the reference's step lines: the step sentence
-right in its place, and the line's sum right for its own operands. Before the command,
-``--natural-steps`` keeps ``story``'s own step range (2 to 9 at 256, 6 to 20 at 512) and
-``--canvas C`` trains and scores at canvas C instead of 256 (at ``STEPS[C]`` steps).
+``train`` takes ``testbed``'s arguments. It runs at canvas 256 only (the curriculum patched in
+this process). ``score`` decodes ``PROBLEMS`` fresh problems (seed ``PROBE_SEED``; ``story``'s
+8 steps at 256) under ``llada`` at 256. It reports whole answers right, and two counts over the
+reference's step lines: the step sentence right in its place, and the line's sum right for its
+own operands. Before the command, ``--canvas C`` trains and scores at canvas C instead (18 steps
+at 512, 38 at 1024).
+
+The runs of docs/TRAINING.md that name ``--natural-steps`` or a fixed count were made while
+``story`` drew 2 to 9 steps at 256 (6 to 20 at 512): this script then patched the count to 8
+(18 at 512), or kept the range with ``--natural-steps``. ``story`` has one count per canvas now,
+so both are what the family itself draws; the problems a seed gives are not those of then.
 """
 
 from __future__ import annotations
@@ -28,21 +32,16 @@ import re
 import sys
 
 from vllm_elastic import tasks
-from vllm_elastic.tasks import story
 from vllm_elastic.train import batches, testbed
 from vllm_elastic.train.probe import PROBE_SEED
 
 CANVAS = 256
-STEPS = {256: 8, 512: 18, 1024: 38}  # the fixed step count at each canvas (under 90% of it)
 PROBLEMS = 8
 SUM = re.compile(r"(\d+) ([+-]) (\d+) = (\d+)$")
 
 
-def only_canvas(canvas: int, natural: bool) -> None:
-    """Training at ``canvas`` alone, ``story`` at STEPS steps unless ``natural``, in this
-    process."""
-    if not natural:
-        story.STEPS[canvas] = (STEPS[canvas], STEPS[canvas])
+def only_canvas(canvas: int) -> None:
+    """Training at ``canvas`` alone, in this process."""
     batches.CURRICULUM = ((0.0, {c: float(c == canvas) for c in tasks.CANVASES}),)
 
 
@@ -82,12 +81,11 @@ def score(model_dir: str, threads: int, canvas: int = CANVAS, n: int = PROBLEMS)
 
 def main(argv: list[str]) -> int:
     lead = argparse.ArgumentParser(add_help=False)
-    lead.add_argument("--natural-steps", action="store_true")
     lead.add_argument("--canvas", type=int, default=CANVAS, choices=tasks.CANVASES)
     at = next((i for i, a in enumerate(argv) if a in ("train", "score")), len(argv))
     opts = lead.parse_args(argv[:at])
     argv = argv[at:]
-    only_canvas(opts.canvas, opts.natural_steps)
+    only_canvas(opts.canvas)
     if argv[:1] == ["train"]:
         testbed.train(testbed.parse_args(argv[1:]))
         return 0

@@ -98,7 +98,7 @@ def test_transcribe_drill_copies_eight_lines_whose_every_slot_varies():
 def test_transcribe_varied_draws_as_many_lines_as_story_has_steps():
     rng = random.Random(6)
     for canvas in CANVASES:
-        counts = set()
+        counts, widths = set(), set()
         for _ in range(30):
             problem = make_problem("transcribe_varied", rng, canvas)
             header, *steps = problem["prompt"].splitlines()
@@ -109,10 +109,10 @@ def test_transcribe_varied_draws_as_many_lines_as_story_has_steps():
                 f"Step {k}" for k in range(1, len(lines) + 1)
             ]
             counts.add(len(lines))
+            widths.add(len(problem["prompt"]))  # the distance from a prompt line to its copy
             assert score(problem["response"], problem)
             assert not score("\n".join(lines[:-1]), problem)
-        lo, hi = story.STEPS[canvas]
-        assert min(counts) >= lo and max(counts) <= hi and len(counts) > 3
+        assert counts == {story.STEPS[canvas]} and len(widths) > 5
 
 
 def test_recite_drill_copies_the_prompts_steps_in_order():
@@ -133,6 +133,25 @@ def test_program_tests_tell_functions_apart():
     rng = random.Random(2)
     distinct = [len({y for _, y in make_problem("program", rng, 256)["tests"]}) for _ in range(200)]
     assert sum(d >= 3 for d in distinct) / len(distinct) > 0.9
+
+
+def test_each_canvas_has_one_size_and_the_sizes_grow():
+    """story and program: steps (the prompt's numbered lines); listing: the lines of the list.
+    One size per canvas, from a few steps at 256 to dozens at 1024."""
+
+    def size(family: str, problem: dict) -> int:
+        if family == "listing":
+            return len(problem["response"].splitlines())
+        return sum(line[:1].isdigit() or line.startswith("Step ")
+                   for line in problem["prompt"].splitlines())  # fmt: skip
+
+    rng = random.Random(8)
+    for family in SIZED_FAMILIES:
+        sizes = [{size(family, make_problem(family, rng, c)) for _ in range(40)} for c in CANVASES]
+        assert all(len(s) == 1 for s in sizes), (family, sizes)
+        counts = [s.pop() for s in sizes]
+        assert counts == sorted(counts) and counts[0] < counts[1] < counts[2], (family, counts)
+        assert counts[0] >= 7 and counts[2] >= 30, (family, counts)
 
 
 @pytest.mark.parametrize("family", SIZED_FAMILIES)

@@ -1,6 +1,6 @@
 """Multi-line Python functions written from a numbered list of steps (a HumanEval analogue).
 
-Prompt (the number of steps sets the function's length)::
+Prompt (the number of steps sets the function's length; the canvas sets the number of steps)::
 
     Write a Python function calc(n) that starts from the integer n, applies these steps in order
     and returns the result:
@@ -40,8 +40,9 @@ from .sandbox import run_tests
 FUNC_NAMES = ["f", "g", "h", "solve", "calc", "compute", "transform", "update", "value", "step"]
 ARG_NAMES = ["x", "n", "a", "v", "num", "val", "total", "count"]
 TEST_INPUTS = [-40, -7, -2, 0, 1, 3, 10, 25, 64, 99]
-# Steps per problem for each canvas (about 27 tokens a step: its comment and its code).
-STEPS = {256: (2, 7), 512: (6, 15), 1024: (14, 31)}
+# Steps per problem for each canvas (about 24 tokens a step: its comment and its code): one count
+# per canvas, as ``story``'s, so that where a function ends never hangs on a count read from afar.
+STEPS = {256: 7, 512: 15, 1024: 31}
 INDENT = "    "
 # kind: (prompt text, code lines). {v} the variable, {k} and {m} small constants.
 OPS = {
@@ -80,7 +81,7 @@ def make_problem(rng: random.Random, canvas: int = 256) -> dict:
         raise ValueError(f"program problems are sized for canvases {sorted(STEPS)}, not {canvas}")
     fn, var = rng.choice(FUNC_NAMES), rng.choice(ARG_NAMES)
     steps = []
-    for _ in range(rng.randint(*STEPS[canvas])):
+    for _ in range(STEPS[canvas]):
         kind = rng.choice(sorted(OPS))
         k = rng.randint(2, 5) if kind in SMALL_K else rng.randint(1, 20)
         steps.append((kind, k, rng.randint(1, 9)))

@@ -1,6 +1,6 @@
 """Word problems with a running total, one short line of working per step (a GSM8K analogue).
 
-Prompt (the number of steps sets the answer's length)::
+Prompt (the number of steps sets the answer's length; the canvas sets the number of steps)::
 
     Ann has 47 apples.
     Step 1: She buys 5 more apples.
@@ -35,9 +35,12 @@ ITEMS = ["apples", "pens", "books", "coins", "cards", "eggs", "balls", "cookies"
 ADD_VERBS = ["{p} buys {b} more {i}.", "{p} finds {b} {i}.", "{o} gives {q} {b} {i}."]
 SUB_VERBS = ["{p} gives {b} {i} to {o}.", "{p} loses {b} {i}.", "{p} sells {b} {i}."]
 MAX_TOTAL, MAX_OPERAND = 99, 9
-# Steps per problem for each canvas: the working (about 22 tokens a line) fills a fifth to nine
-# tenths of the canvas, so the canvas is what bounds the answer, not the model's habit.
-STEPS = {256: (2, 9), 512: (6, 20), 1024: (16, 40)}
+# Steps per problem for each canvas: the working (about 22 tokens a line) fills 70% to 85% of it.
+# One count per canvas: with a count drawn per problem (2 to 9 at 256), a small model wrote more
+# lines than the prompt had steps. The sampler writes a line's step number before its words, and
+# whether the prompt has that step is a look-up at a distance that moves with the lines' lengths;
+# with one count it learned whole answers (docs/TRAINING.md, "Training in that state").
+STEPS = {256: 8, 512: 18, 1024: 38}
 ANSWER_PREFIX = "The answer is"
 
 
@@ -56,7 +59,7 @@ def make_problem(rng: random.Random, canvas: int = 256) -> dict:
     item = rng.choice(ITEMS)
     total = rng.randint(0, MAX_TOTAL)
     prompt, working = [f"{name} has {total} {item}."], []
-    for step in range(1, rng.randint(*STEPS[canvas]) + 1):
+    for step in range(1, STEPS[canvas] + 1):
         op, b = _operation(rng, total)
         verb = rng.choice(ADD_VERBS if op == "+" else SUB_VERBS)
         sentence = verb.format(p=pron, q=obj, o=other, b=b, i=item)

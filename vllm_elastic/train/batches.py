@@ -26,11 +26,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..tasks import CANVASES, DRILL_FAMILIES, TRAINING_FAMILIES, make_problem
+from ..tasks import DRILL_FAMILIES, TRAINING_FAMILIES, make_problem
 from ..tasks.prompting import encode_prompt
 
 CHAT_SHARE = 0.5  # the rest of the prompts are raw, as a /v1/completions client sends them
-SMALLER_SHARE = 0.2  # problems sized for a smaller canvas, padded to this one (short answers)
 DRILL_PAD = 8  # EOS after a drill batch's longest answer
 # (progress at which a phase starts, canvas weights): answer length grows over the run.
 CURRICULUM = (
@@ -102,15 +101,15 @@ def sample_problems(
 ) -> list[dict]:
     """n problems for ``canvas``, families by ``family_weights`` (the drills alone, or the rest
     alone, when ``drills`` says so), none of them in ``held_out``."""
-    smaller = [c for c in CANVASES if c < canvas]
     weights = family_weights(progress, only)
     families = [f for f in TRAINING_FAMILIES if weights.get(f, 0.0) > 0
                 and (drills is None or (f in DRILL_FAMILIES) == drills)]  # fmt: skip
     out = []
     while len(out) < n:
-        size = rng.choice(smaller) if smaller and rng.random() < SMALLER_SHARE else canvas
+        # problems of this canvas only: each family has one size per canvas, and a smaller
+        # problem padded to it would bring back the count look-up that one size avoids
         family = rng.choices(families, [weights[f] for f in families])[0]
-        problem = make_problem(family, rng, size)
+        problem = make_problem(family, rng, canvas)
         if problem["prompt"] not in held_out:
             out.append(problem)
     return out
