@@ -77,3 +77,17 @@ def test_a_further_stage_starts_from_the_init_model(tmp_path):
         parse_args(["--progress-from", "1"])
     with pytest.raises(ValueError, match="progress_from"):  # a resumed run keeps its curricula
         _run(tmp_path / "second", "--init", str(first), "--progress-from", "0.2")
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device (the CPU run is above)"
+)
+def test_a_run_started_on_a_gpu_resumes_on_the_host(tmp_path):
+    """The masks are drawn on the host, so the GPU run and the CPU run train on the same batches:
+    the weights agree to float32 rounding, and a GPU run's state resumes on the CPU."""
+    _run(tmp_path / "cpu")
+    _run(tmp_path / "gpu", "--device", "cuda", "--stop-after", "2")
+    _run(tmp_path / "gpu")  # the last update on the host
+    a, b = load_model(tmp_path / "cpu" / "model"), load_model(tmp_path / "gpu" / "model")
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-4, msg=name)

@@ -98,14 +98,18 @@ def masked_diffusion_loss(
     block: tuple[torch.Tensor, torch.Tensor] | None = None,
     weighting: str = "llada",
 ) -> torch.Tensor:
-    """ids, is_response (the maskable positions): [B, T]; ``block``: (start, end) [B] each for a
-    block batch; ``weighting``: a key of ``LOSS_WEIGHTINGS``."""
+    """ids, is_response (the maskable positions): [B, T] on the host; ``block``: (start, end) [B]
+    each for a block batch; ``weighting``: a key of ``LOSS_WEIGHTINGS``. The masks are drawn on the
+    host from ``gen`` and the model runs where its weights are, so a run draws the same masks on
+    any device."""
     if block is None:
         masked, t = noise(ids, is_response, prefix_share, gen)
         hidden, length = masked, is_response.sum(1, keepdim=True).float()  # [B, T], [B, 1]
     else:
         masked, hidden, t, length = block_noise(is_response, *block, gen)
     noisy = torch.where(hidden, torch.full_like(ids, mask_id), ids)  # [B, T]
+    device = next(model.parameters()).device
+    noisy, ids, masked, t, length = (x.to(device) for x in (noisy, ids, masked, t, length))
     logits = model(noisy)  # [B, T, V]
     token_loss = F.cross_entropy(logits[masked], ids[masked], reduction="none")  # [M]
     return LOSS_WEIGHTINGS[weighting](token_loss, masked, t, length)

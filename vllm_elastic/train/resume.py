@@ -30,7 +30,8 @@ def save_state(
 
 def load_state(out: Path) -> dict | None:
     path = out / STATE_NAME
-    return torch.load(path, weights_only=False) if path.exists() else None
+    # on the host: a run may resume on another device than the one that saved it
+    return torch.load(path, weights_only=False, map_location="cpu") if path.exists() else None
 
 
 def export(out: Path, model: LLaDAModel, tokenizer, step: int, keep_every: int) -> Path:

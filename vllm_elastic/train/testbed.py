@@ -137,7 +137,7 @@ def train(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     tokenizer = run_tokenizer(out, args.seed, args.init)
-    model = initial_model(tokenizer, args)
+    model = initial_model(tokenizer, args).to(args.device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1, betas=(0.9, 0.95))
     start_step, ema, wall = _resume(out, model, opt, args)
     held_out = held_out_prompts(args.held_out)
@@ -219,6 +219,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--mlp", type=int, default=768)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--device", default="cpu",
+        help="where the model trains (cuda: a GPU); batches and masks are drawn on the host, so a "
+        "run may resume on another device",
+    )  # fmt: skip
     p.add_argument("--save-minutes", type=float, default=5.0)
     p.add_argument("--keep-every", type=int, default=1000, help="keep OUT/step_N every N steps")
     p.add_argument("--log-every", type=int, default=10)
