@@ -8,7 +8,9 @@
 a batch of R sequences of n keys each, --rows computed rows per sequence (20) of which W are
 window rows (all but 4) and 1 tracked (with prev_q), every sequence reading its paged cache
 (see varlen_inputs). VLLM_ELASTIC_CPU_PATH=loops times the CPU kernel's loop path instead of its
-GEMM path.
+GEMM path. --sdpa adds the floor of plain attention: torch's scaled_dot_product_attention of the
+same query rows over n contiguous keys per sequence (no pages, no statistics), and its time per
+query row beside that of whole canvases (n query rows per sequence, as a no-cache forward).
 
 One Elastic-Cache layer step: T = 48 query rows, W = 16 window rows, R = 1 tracked row with prev_q
 (head-mode drift), K/V in paged caches (block size 32, shuffled blocks, the two halves of one
@@ -151,42 +153,54 @@ def varlen_inputs(shape: str, num_seqs: int, n: int, rows: int = VARLEN_ROWS) ->
 
 
 def varlen_timings(
-    shape: str, num_seqs: int, n: int, repeats: int, rows: int = VARLEN_ROWS
+    shape: str, num_seqs: int, n: int, repeats: int, rows: int = VARLEN_ROWS, sdpa: bool = False
 ) -> dict[str, float]:
-    """Median seconds per call of the varlen op and its twin, alternating, after equal results."""
+    """Median seconds per call of the varlen op and its twin (and with ``sdpa`` plain attention
+    of the same rows and of whole canvases), alternating, after equal results."""
     args = varlen_inputs(shape, num_seqs, n, rows)
     impls = {
-        "op": torch.ops.vllm_elastic.elastic_attention_varlen,
-        "torch": elastic_attention_varlen_ref,
+        "op": lambda: torch.ops.vllm_elastic.elastic_attention_varlen(**args),
+        "torch": lambda: elastic_attention_varlen_ref(**args),
     }
-    for g, r in zip(impls["op"](**args), impls["torch"](**args)):
+    for g, r in zip(impls["op"](), impls["torch"]()):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
+    if sdpa:
+        H, Hkv, dh = SHAPES[shape]
+        q, whole = torch.randn(num_seqs, H, rows, dh), torch.randn(num_seqs, H, n, dh)
+        k, v = torch.randn(num_seqs, Hkv, n, dh), torch.randn(num_seqs, Hkv, n, dh)
+        sdpa_fn = torch.nn.functional.scaled_dot_product_attention
+        impls["sdpa"] = lambda: sdpa_fn(q, k, v, enable_gqa=H != Hkv)
+        impls["sdpa_whole"] = lambda: sdpa_fn(whole, k, v, enable_gqa=H != Hkv)
     times: dict[str, list[float]] = {name: [] for name in impls}
     for _ in range(repeats):
         for name, fn in impls.items():
             start = time.perf_counter()
-            fn(**args)
+            fn()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def varlen_table(ns: list[int], seqs: list[int], repeats: int, rows: int) -> None:
+def varlen_table(ns: list[int], seqs: list[int], repeats: int, rows: int, sdpa: bool) -> None:
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, "
         f"{rows} rows per sequence (W={window_rows(rows)}, K={VARLEN_K}, head and key drift), "
         f"block size {BLOCK}, {repeats} repeats\n"
     )
-    print("| heads (H, Hkv, dh) | R | n | op ms | torch ms | speed-up |")
-    print("|---|---|---|---|---|---|")
+    extra = " sdpa ms | op us/row | sdpa us/row | whole canvases us/row |" if sdpa else ""
+    print("| heads (H, Hkv, dh) | R | n | op ms | torch ms | speed-up |" + extra)
+    print("|---|---|---|---|---|---|" + "---|" * 4 * sdpa)
     for shape, heads in SHAPES.items():
         for n in ns:
             for num_seqs in seqs:
-                t = varlen_timings(shape, num_seqs, n, repeats, rows)
-                print(
-                    f"| {shape} {heads} | {num_seqs} | {n} | {t['op'] * 1e3:.2f} | "
-                    f"{t['torch'] * 1e3:.2f} | {t['torch'] / t['op']:.2f}x |",
-                    flush=True,
-                )
+                t = varlen_timings(shape, num_seqs, n, repeats, rows, sdpa)
+                line = (f"| {shape} {heads} | {num_seqs} | {n} | {t['op'] * 1e3:.2f} | "
+                        f"{t['torch'] * 1e3:.2f} | {t['torch'] / t['op']:.2f}x |")  # fmt: skip
+                if sdpa:
+                    per_row = 1e6 / (num_seqs * rows)
+                    line += (f" {t['sdpa'] * 1e3:.2f} | {t['op'] * per_row:.1f} | "
+                             f"{t['sdpa'] * per_row:.1f} | "
+                             f"{t['sdpa_whole'] * 1e6 / (num_seqs * n):.1f} |")  # fmt: skip
+                print(line, flush=True)
 
 
 def main() -> None:
@@ -196,13 +210,14 @@ def main() -> None:
     parser.add_argument("--varlen", action="store_true", help="the batched op (time only)")
     parser.add_argument("--seqs", type=int, nargs="+", default=[1, 4, 16], help="--varlen: R")
     parser.add_argument("--rows", type=int, default=VARLEN_ROWS, help="--varlen: rows per sequence")
+    parser.add_argument("--sdpa", action="store_true", help="--varlen: plain attention beside")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     a = parser.parse_args()
     if a.child:
         peak_memory_child(a.child[0], int(a.child[1]), a.child[2])
         return
     if a.varlen:
-        varlen_table(a.ns or [256, 1024], a.seqs, a.repeats, a.rows)
+        varlen_table(a.ns or [256, 1024], a.seqs, a.repeats, a.rows, a.sdpa)
         return
     a.ns = a.ns or [1024, 4096]
     print(
