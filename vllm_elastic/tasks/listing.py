@@ -20,7 +20,7 @@ import random
 
 DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 LOW, HIGH = 100, 999  # three-digit numbers only: every line has the same shape
-# Lines per problem for each canvas (8 tokens a line): the answer fills 88% to 89% of the canvas.
+# Lines per problem for each canvas (8 tokens a line): the answer fills 87% to 89% of the canvas.
 # One count per canvas, as ``story``'s: the sampler places a list's line breaks first, before any
 # number is written, so a count drawn per problem would be a look-up the placement cannot make.
 LINES = {256: 28, 512: 57, 1024: 114}

@@ -35,7 +35,7 @@ ITEMS = ["apples", "pens", "books", "coins", "cards", "eggs", "balls", "cookies"
 ADD_VERBS = ["{p} buys {b} more {i}.", "{p} finds {b} {i}.", "{o} gives {q} {b} {i}."]
 SUB_VERBS = ["{p} gives {b} {i} to {o}.", "{p} loses {b} {i}.", "{p} sells {b} {i}."]
 MAX_TOTAL, MAX_OPERAND = 99, 9
-# Steps per problem for each canvas: the working (about 22 tokens a line) fills 70% to 85% of it.
+# Steps per problem for each canvas: the working (about 22 tokens a line) fills 63% to 85% of it.
 # One count per canvas: with a count drawn per problem (2 to 9 at 256), a small model wrote more
 # lines than the prompt had steps. The sampler writes a line's step number before its words, and
 # whether the prompt has that step is a look-up at a distance that moves with the lines' lengths;
