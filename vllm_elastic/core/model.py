@@ -25,17 +25,17 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # NOTE: computed in float32 as LLaDA does, then cast back.
-        xf = _as_float32(x)
+        xf = as_float32(x)
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return _as_dtype(xf * _as_float32(self.weight), x.dtype)
+        return as_dtype(xf * as_float32(self.weight), x.dtype)
 
 
-def _as_float32(x: torch.Tensor) -> torch.Tensor:
+def as_float32(x: torch.Tensor) -> torch.Tensor:
     # A no-op ``.float()`` is still one dispatched op; a decode step runs this a few times a layer.
     return x if x.dtype == torch.float32 else x.float()
 
 
-def _as_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def as_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return x if x.dtype == dtype else x.to(dtype)
 
 
@@ -60,9 +60,9 @@ class Rotary(nn.Module):
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
     """x: [..., T, H, dh]; cos, signed_sin: [T, 1, dh] (``Rotary``'s tables)."""
-    xf = _as_float32(x)
+    xf = as_float32(x)
     swapped = xf.roll(xf.shape[-1] // 2, dims=-1)  # cat(x2, x1) [..., T, H, dh]
-    return _as_dtype(xf * cos + swapped * signed_sin, x.dtype)
+    return as_dtype(xf * cos + swapped * signed_sin, x.dtype)
 
 
 class LLaDABlock(nn.Module):

@@ -42,7 +42,7 @@ from vllm.model_executor.layers.vocab_parallel_embedding import (
 from vllm.model_executor.model_loader.weight_utils import default_weight_loader
 
 from ..core.config import LLaDAConfig
-from ..core.model import LLaDAStack
+from ..core.model import LLaDAStack, as_dtype, as_float32
 from .config import core_config
 from .norm_rope import FusedRMSNorm, FusedRotary, RopeRows, rotate_qk_
 from .paged_cache import RefreshState
@@ -109,10 +109,10 @@ class LLaDABlock(nn.Module):
         """h: [T, d] -> q [T, H, dh] and k [T, Hkv, dh] (contiguous, RoPE applied in float32),
         v [T, Hkv, dh] (a view of the projection)."""
         qkv, _ = self.qkv(self.attn_norm(h))  # [T, (H + 2 Hkv) dh], this call's own tensor
-        qkv = qkv if qkv.dtype == torch.float32 else qkv.float()
+        qkv = as_float32(qkv)
         sizes = [self.n_heads * self.head_dim] + [self.n_kv_heads * self.head_dim] * 2
         rotate_qk_(qkv, sizes[0], sizes[1], rope)
-        q, k, v = qkv.to(h.dtype).split(sizes, dim=-1)
+        q, k, v = as_dtype(qkv, h.dtype).split(sizes, dim=-1)
         # q and k whole: the page writes and the attention op read them as rows of heads, which
         # a view of qkv would make each of them copy again
         return (

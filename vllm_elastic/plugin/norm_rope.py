@@ -18,21 +18,17 @@ import torch
 from torch import nn
 from vllm import _custom_ops as vllm_ops
 
-from ..core.model import RMSNorm
-
-
-def _float32(x: torch.Tensor) -> torch.Tensor:
-    return x if x.dtype == torch.float32 else x.float()
+from ..core.model import RMSNorm, Rotary, as_dtype, as_float32
 
 
 class FusedRMSNorm(RMSNorm):
     """The core's ``RMSNorm`` (same parameter, same checkpoint name) in one vLLM kernel call."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = _float32(x).contiguous()  # [..., d]: the kernel reads rows of d
+        xf = as_float32(x).contiguous()  # [..., d]: the kernel reads rows of d
         out = torch.empty_like(xf)
-        vllm_ops.rms_norm(out, xf, _float32(self.weight), self.eps)
-        return out if out.dtype == x.dtype else out.to(x.dtype)
+        vllm_ops.rms_norm(out, xf, as_float32(self.weight), self.eps)
+        return as_dtype(out, x.dtype)
 
 
 class RopeRows(NamedTuple):
@@ -49,10 +45,12 @@ class FusedRotary(nn.Module):
 
     def __init__(self, head_dim: int, theta: float, max_positions: int) -> None:
         super().__init__()
-        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-        # the products the core's Rotary forms per step, here once for every position
-        freqs = torch.arange(max_positions).float()[:, None] * inv_freq[None, :]  # [P, dh/2]
-        self.register_buffer("cos_sin", torch.cat([freqs.cos(), freqs.sin()], -1), persistent=False)
+        # the core's tables, once for every position: cos repeats its dh/2 frequencies and the
+        # signed sin is -sin then sin of them, so their halves are vLLM's cos and sin
+        cos, signed_sin = Rotary(head_dim, theta)(torch.arange(max_positions))  # [P, 1, dh] each
+        half = head_dim // 2
+        cos_sin = torch.cat([cos[:, 0, :half], signed_sin[:, 0, half:]], -1)  # [P, dh]
+        self.register_buffer("cos_sin", cos_sin, persistent=False)
 
     def forward(self, positions: torch.Tensor) -> RopeRows:
         return RopeRows(positions, self.cos_sin)
