@@ -20,6 +20,7 @@ CPU_SOURCES = [
     "elastic_attention_cpu.cpp",
     "elastic_attention_varlen_cpu.cpp",
     "elastic_decide_cpu.cpp",
+    "write_cells_cpu.cpp",
 ]
 CUDA_SOURCES = ["elastic_attention_cuda.cu"]
 

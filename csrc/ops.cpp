@@ -1,6 +1,6 @@
 // Registers torch.ops.vllm_elastic.elastic_attention and elastic_attention_varlen (CPU and Meta
-// here, CUDA in the .cu) and elastic_decide (CPU and Meta; on other devices ops.py runs its twin),
-// and makes the shared library importable as the Python module
+// here, CUDA in the .cu), elastic_decide and write_cells (CPU and Meta; on other devices ops.py
+// runs their twins), and makes the shared library importable as the Python module
 // vllm_elastic._C: importing it runs the TORCH_LIBRARY static registrations below.
 #include <ATen/ATen.h>
 #include <Python.h>
@@ -8,6 +8,7 @@
 
 #include "elastic_attention.h"
 #include "elastic_decide.h"
+#include "write_cells.h"
 
 namespace vllm_elastic {
 
@@ -59,18 +60,23 @@ TORCH_LIBRARY(vllm_elastic, m) {
       "Tensor over_heads, int over_heads_all, Tensor can_test, Tensor defer, Tensor gamma, "
       "Tensor refresh_from, Tensor deferred_from, int layer, int num_layers) "
       "-> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "write_cells(Tensor(a!) page, Tensor blocks, Tensor offsets, Tensor rows, Tensor values) "
+      "-> ()");
 }
 
 TORCH_LIBRARY_IMPL(vllm_elastic, CPU, m) {
   m.impl("elastic_attention", &vllm_elastic::elastic_attention_cpu);
   m.impl("elastic_attention_varlen", &vllm_elastic::elastic_attention_varlen_cpu);
   m.impl("elastic_decide", &vllm_elastic::elastic_decide_cpu);
+  m.impl("write_cells", &vllm_elastic::write_cells_cpu);
 }
 
 TORCH_LIBRARY_IMPL(vllm_elastic, Meta, m) {
   m.impl("elastic_attention", &vllm_elastic::elastic_attention_meta);
   m.impl("elastic_attention_varlen", &vllm_elastic::elastic_attention_varlen_meta);
   m.impl("elastic_decide", &vllm_elastic::elastic_decide_meta);
+  m.impl("write_cells", &vllm_elastic::write_cells_meta);
 }
 
 // A module with no Python functions: the ops live in torch.ops.vllm_elastic.

@@ -1,9 +1,9 @@
-"""The compiled kernels (``csrc/``) behind one Python wrapper each, with their torch twins as fallback.
+"""The compiled kernels (``csrc/``) behind one Python wrapper each, their torch twins as fallback.
 
 ``vllm_elastic._C`` registers ``torch.ops.vllm_elastic.*`` when the package was built with its
-extension (setup.py: the C++ CPU kernel always, the CUDA kernel where nvcc and a CUDA torch are
-present). A call goes to the kernel when the extension has an implementation for the tensors' device;
-otherwise to the twin in ``core/``, which computes the same (tests/kernels hold them equal).
+extension (setup.py: the C++ CPU kernels always, the CUDA kernels where nvcc and a CUDA torch are
+present). A call goes to the kernel when the extension has one for the tensors' device; otherwise
+to the twin in ``core/``, which computes the same (tests/kernels and tests/core hold them equal).
 
 ``VLLM_ELASTIC_ATTENTION=torch`` forces the twins (to measure the kernels against them).
 """
@@ -14,6 +14,7 @@ import os
 
 import torch
 
+from .core import page_cells  # a module: page_cells calls back into write_cells
 from .core.elastic_attention import elastic_attention_ref, elastic_attention_varlen_ref
 from .core.policy import decide_layer
 
@@ -21,7 +22,8 @@ BACKEND_ENV = "VLLM_ELASTIC_ATTENTION"  # "torch": use the twins even when the k
 
 
 OP_NAMES = ("elastic_attention", "elastic_attention_varlen")  # CPU and CUDA kernels
-CPU_OP_NAMES = (*OP_NAMES, "elastic_decide")  # elastic_decide: CPU only (its twin elsewhere)
+# CPU only (their twins elsewhere)
+CPU_OP_NAMES = (*OP_NAMES, "elastic_decide", "write_cells")
 
 
 def _load_extension() -> tuple[bool, bool]:
@@ -139,6 +141,23 @@ def elastic_decide(
         over_heads, over_heads_all, can_test, defer, gamma, refresh_from, deferred_from, layer,
         num_layers,
     )
+
+
+def write_cells(
+    page: torch.Tensor,
+    blocks: torch.Tensor,
+    offsets: torch.Tensor,
+    rows: torch.Tensor,
+    values: torch.Tensor,
+    flat_cache: dict | None = None,
+) -> None:
+    """Rows of ``values`` into their cells of ``page`` (the signature of
+    ``core.page_cells.write_cells_ref``; ``flat_cache`` serves the twin only): the CPU kernel where
+    built, else the twin."""
+    if kernel_for(page.device) and page.device.type == "cpu":
+        torch.ops.vllm_elastic.write_cells(page, blocks, offsets, rows, values)
+        return
+    page_cells.write_cells_ref(page, blocks, offsets, rows, values, flat_cache)
 
 
 def _plain_batch(
