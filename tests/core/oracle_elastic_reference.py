@@ -125,11 +125,13 @@ def elastic_reference(
     refresh: str = "drift",
     refresh_mode: str = "immediate",
     early_stop: bool = False,
+    full_refresh_every: int | None = None,
 ) -> Trace:
     """Elastic-Cache decode of one prompt. ``refresh``: ``drift`` (the authors'), ``always`` (every
     layer every step), ``never`` (no drift test). ``refresh_mode="deferred"``: a step's first drift
     trigger at layer l* does not refresh that step (and ends its drift tests); the next step
-    recomputes every position from layer l*+1 on."""
+    recomputes every position from layer l*+1 on. ``full_refresh_every`` K: every K-th step also
+    recomputes every position from layer 0 (a pending deferred refresh is then dropped)."""
     knobs = dict(
         track_num=track_num, gamma=gamma, cosine=cosine, refresh=refresh, refresh_mode=refresh_mode
     )
@@ -150,7 +152,8 @@ def elastic_reference(
         else:
             rows = tracked + [p for p in newdec if p not in tracked]
             rows += [p for p in win if p not in rows]
-            start = 0 if refresh == "always" else pending
+            full = refresh == "always" or (full_refresh_every and step % full_refresh_every == 0)
+            start = 0 if full else pending
         pending = num_layers
         st = ElasticStep(rows, start, win, tracked, list(masked), win[:window])
         logits = _elastic_forward(ref, cache, x, st, trace, knobs)

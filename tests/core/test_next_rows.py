@@ -17,6 +17,8 @@ ALL_CASES = {
                                     threshold=0.5, cache="none"),
     "elastic-always": DecodeSettings(method="elastic", gen_length=32, window=8, threshold=0.5,
                                      refresh="always"),
+    "elastic-full-every-3": DecodeSettings(method="elastic", gen_length=32, window=8,
+                                           threshold=0.5, full_refresh_every=3),
 }  # fmt: skip
 
 

@@ -25,7 +25,7 @@ BASE = dict(gen_length=48, window=8, threshold=0.3)  # window 8 of a 48-token ca
 
 # id -> (knobs, what the case must exercise). "drift": refreshes start at >= 2 distinct layers;
 # "eos": some prompts end by EOS and some do not; "parallel": a step commits several tokens;
-# "post-eos": a position after the first EOS was tracked.
+# "post-eos": a position after the first EOS was tracked; "full": a later step refreshed from 0.
 CASES = {
     "track1": (dict(gamma=0.9, track_num=1), {"drift", "eos", "parallel"}),
     "track3": (dict(gamma=0.88, track_num=3), {"drift", "eos", "parallel"}),
@@ -39,6 +39,11 @@ CASES = {
     # most-attended (tracked) from then on, as in the authors' code
     "post-eos-tracking": (dict(gamma=0.905, window=16, track_num=3), {"drift", "eos", "post-eos"}),
     "refresh-always": (dict(refresh="always"), {"eos"}),
+    # a full refresh from layer 0 every K-th step beside the drift test (both modes)
+    "full-refresh-every-3": (dict(gamma=0.9, full_refresh_every=3), {"drift", "full", "parallel"}),
+    "full-refresh-deferred": (
+        dict(gamma=0.905, refresh_mode="deferred", full_refresh_every=3), {"drift", "full"}
+    ),
     "refresh-never": (dict(refresh="never"), {"eos", "parallel"}),
 }
 
@@ -74,6 +79,8 @@ def check_batch(model, prompts, knobs: dict, needs: set[str]):
         assert {t.output(MASK_ID, model.config.eos_token_id)[1] for t in traces} == {True, False}
     if "post-eos" in needs:  # a tracked key still holds MASK at the end: it lies after the EOS
         assert any(t.canvas[k] == MASK_ID for t in traces for step in t.tracked for k in step)
+    if "full" in needs:  # a step after the first recomputed every layer from layer 0
+        assert any(0 in t.refresh_starts[1:] for t in traces)
     if "parallel" in needs:
         assert max(t.max_commit for t in traces) > 1
     return traces

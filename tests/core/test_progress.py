@@ -145,3 +145,10 @@ def test_max_steps_must_be_positive():
     with pytest.raises(ValueError, match="max_steps must be > 0"):
         DecodeSettings(max_steps=0).validate()
     assert DecodeSettings.from_dict({"max_steps": "7"}).max_steps == 7
+
+
+def test_full_refresh_every_must_be_positive():
+    with pytest.raises(ValueError, match="full_refresh_every must be > 0"):
+        DecodeSettings(full_refresh_every=0).validate()
+    assert DecodeSettings.from_dict({"full_refresh_every": "4"}).full_refresh_every == 4
+    assert DecodeSettings.from_dict({"full_refresh_every": None}).full_refresh_every is None

@@ -16,6 +16,7 @@ BAD_SETTINGS = {
     "gamma-negative": ({"gamma": -0.1}, "gamma must be in [0, 1]"),
     "window-zero": ({"window": 0}, "window must be > 0"),
     "window-negative": ({"window": -4}, "window must be > 0"),
+    "full-refresh-every-zero": ({"full_refresh_every": 0}, "full_refresh_every must be > 0"),
     "threshold-zero": ({"threshold": 0}, "threshold must be in (0, 1]"),
     "threshold-above-1": ({"threshold": 1.01}, "threshold must be in (0, 1]"),
     "gamma-not-a-number": ({"gamma": "high"}, "'gamma' must be float"),

@@ -14,7 +14,7 @@ FASTDLLM_CACHES = ("none", "prefix", "dual")
 REFRESH_POLICIES = ("drift", "always", "never")
 REFRESH_MODES = ("immediate", "deferred")
 
-OPTIONAL_INTS = ("steps", "tokens_per_step", "max_steps", "logprobs")
+OPTIONAL_INTS = ("steps", "tokens_per_step", "max_steps", "logprobs", "full_refresh_every")
 DEFAULT_WINDOW = 16  # Elastic-Cache window_length (β)
 DEFAULT_THRESHOLD = 0.9  # confidence threshold τ (Elastic-Cache and Fast-dLLM)
 DEFAULT_GAMMA = 0.9  # drift threshold γ
@@ -45,6 +45,12 @@ class DecodeSettings:
     # "immediate": refresh inside the forward where the drift test fires (the authors' code);
     # "deferred": the trigger is reported and the refresh runs at the start of the next step
     refresh_mode: str = "immediate"
+    # also recompute every layer for all N positions on every K-th step, from layer 0 (Fast-dLLM's
+    # kind of refresh). A drift refresh starts one layer above the first layer whose test fired,
+    # from that layer's cached inputs, so the first layer's outputs outside a step's rows are never
+    # recomputed; a model whose shallow states follow the answer needs this (BENCHMARKS §1).
+    # None: the authors' algorithm, drift refreshes only.
+    full_refresh_every: int | None = None
     # llada reference sampler (generate.py)
     steps: int | None = None  # default: gen_length (one token per step)
     block_length: int = DEFAULT_BLOCK_LENGTH
@@ -97,6 +103,8 @@ class DecodeSettings:
             raise ValueError(f"tokens_per_step must be > 0, got {self.tokens_per_step}")
         if self.max_steps is not None and self.max_steps <= 0:
             raise ValueError(f"max_steps must be > 0, got {self.max_steps}")
+        if self.full_refresh_every is not None and self.full_refresh_every <= 0:
+            raise ValueError(f"full_refresh_every must be > 0, got {self.full_refresh_every}")
         if self.track_num <= 0:
             raise ValueError(f"track_num must be > 0, got {self.track_num}")
         if not 0 <= self.temperature < math.inf:

@@ -81,17 +81,25 @@ class ElasticState(CanvasState):
     def next_rows(self) -> int:
         if self.done:
             return 0
-        if self.settings.refresh == "always":  # every layer recomputes all N rows
+        if self._full_refresh():  # every layer recomputes all N rows
             return self.canvas.length
         return self._window_rows()[1].size
+
+    def _full_refresh(self) -> bool:
+        """Whether this step recomputes every layer for all N rows from layer 0 (besides step 0)."""
+        every = self.settings.full_refresh_every
+        return self.settings.refresh == "always" or (every is not None and self.step % every == 0)
 
     def plan(self) -> SeqPlan:
         s = self.settings
         self._window, rows = self._window_rows()
         if self.step == 0:
             refresh_from = 0
+        elif self._full_refresh():  # it covers any deferred refresh still pending
+            refresh_from = 0
+            self._pending_from, self._pending_waited, self._granted = self.num_layers, 0, False
         else:
-            refresh_from = 0 if s.refresh == "always" else self._take_granted_refresh()
+            refresh_from = self._take_granted_refresh()
         probe = Probe(
             window=self._window, tracked=self.tracked, still_masked=self.masked,
             track_num=s.track_num, gamma=s.gamma if s.refresh == "drift" else NO_DRIFT_TEST,
