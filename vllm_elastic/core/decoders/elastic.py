@@ -95,9 +95,9 @@ class ElasticState(CanvasState):
         self._window, rows = self._window_rows()
         if self.step == 0:
             refresh_from = 0
-        elif self._full_refresh():  # it covers any deferred refresh still pending
+        elif self._full_refresh():
             refresh_from = 0
-            self._pending_from, self._pending_waited, self._granted = self.num_layers, 0, False
+            self._clear_pending()  # the full refresh covers any deferred one still pending
         else:
             refresh_from = self._take_granted_refresh()
         probe = Probe(
@@ -138,12 +138,17 @@ class ElasticState(CanvasState):
         """The layer this step refreshes from: the pending one if granted, else none (L)."""
         layer = self.num_layers
         if self._granted:
-            layer, self._pending_from, self._pending_waited = self._pending_from, self.num_layers, 0
+            layer = self._pending_from
+            self._clear_pending()
         elif self._pending_from < self.num_layers:
             self._pending_waited += 1
             self.stats.refresh_wait_steps += 1
         self._granted = False
         return layer
+
+    def _clear_pending(self) -> None:
+        """No deferred refresh pending or granted any more."""
+        self._pending_from, self._pending_waited, self._granted = self.num_layers, 0, False
 
 
 def _ordered_union(tracked: np.ndarray, newdec: np.ndarray, window: np.ndarray) -> np.ndarray:

@@ -5,15 +5,13 @@ is a view of the fused projection)."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
+from test_elastic_attention import require_extension
 
 from vllm_elastic.core.page_cells import CellWrites, write_cells_ref
 
 NB, H, BS, DH = 6, 2, 4, 8
-NO_EXT = os.environ.get("VLLM_ELASTIC_NO_EXT") == "1"
 
 
 def _pages(dtype: torch.dtype) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -35,10 +33,7 @@ def _pages(dtype: torch.dtype) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
 
 
 def _kernel(page, blocks, offsets, rows, values) -> None:
-    if NO_EXT:
-        pytest.skip("built with VLLM_ELASTIC_NO_EXT=1: no compiled op to test")
-    import vllm_elastic._C  # noqa: F401  (ImportError fails the test: the build lost the op)
-
+    require_extension()
     torch.ops.vllm_elastic.write_cells(page, blocks, offsets, rows, values)
 
 
