@@ -29,6 +29,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace vllm_elastic {
@@ -42,6 +43,16 @@ constexpr int64_t kItemsPerThread = 4;
 constexpr int64_t kDimBlock = 32;
 constexpr float kNormEps = 1e-8f;  // key-mode cosine: norms are clamped to at least this
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// dst[0:len] = src[0:len] as float (a plain copy for float: the buffers never overlap).
+template <typename scalar_t>
+inline void to_float(const scalar_t* __restrict src, int64_t len, float* __restrict dst) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    std::memcpy(dst, src, len * sizeof(float));
+  } else {
+    for (int64_t d = 0; d < len; ++d) dst[d] = static_cast<float>(src[d]);
+  }
+}
 
 // Where the keys/values of (position p, kv head g) of one sequence live. dh is contiguous.
 template <typename scalar_t>
@@ -70,6 +81,37 @@ struct KVSource {
     if (zeros != nullptr) return zeros;
     const int64_t b = block_table[p / block_size];
     return v_cache + b * vs[0] + g * vs[1] + (p % block_size) * vs[2];
+  }
+
+  // dst[n, dh] = the current keys (values: keys = false) of positions 0..n-1 of kv head g as
+  // float. A page's cells are copied as one run where they are contiguous, and then this step's
+  // rows are copied over them: one copy per page instead of one per position, since most
+  // positions are read from the cache.
+  void gather(bool keys, int64_t n, int64_t g, float* dst) const {
+    const scalar_t* cache = keys ? k_cache : v_cache;
+    const int64_t* st = keys ? ks : vs;
+    const scalar_t* fresh = keys ? k_new : v_new;
+    // Without a cache (block_size 0) every position is one of this step's rows.
+    const int64_t run = block_size > 0 ? block_size : std::max<int64_t>(n, 1);
+    for (int64_t p0 = 0; p0 < n; p0 += run) {
+      const int64_t len = std::min(run, n - p0);
+      const int32_t* rows = pos_row + p0;
+      if (std::all_of(rows, rows + len, [](int32_t r) { return r >= 0; })) {
+        // every position is this step's: the cache is not read
+      } else if (zeros != nullptr) {
+        std::fill(dst + p0 * dh, dst + (p0 + len) * dh, 0.f);
+      } else {
+        const scalar_t* cells = cache + block_table[p0 / block_size] * st[0] + g * st[1];
+        if (st[2] == dh) {
+          to_float(cells, len * dh, dst + p0 * dh);
+        } else {
+          for (int64_t j = 0; j < len; ++j) to_float(cells + j * st[2], dh, dst + (p0 + j) * dh);
+        }
+      }
+      for (int64_t j = 0; j < len; ++j) {
+        if (rows[j] >= 0) to_float(fresh + (rows[j] * Hkv + g) * dh, dh, dst + (p0 + j) * dh);
+      }
+    }
   }
 };
 

@@ -5,7 +5,6 @@
 
 #include "elastic_attention_cpu_kernels.h"
 
-#include <type_traits>
 
 namespace vllm_elastic {
 namespace cpu {
@@ -107,6 +106,40 @@ void reduce_key_mode(const Batch<scalar_t>& b, const SeqWork<scalar_t>& s, const
   set_key_mode(b, s, total);
 }
 
+// Independent accumulators of a reduction over a row: the compiler vectorises across them, where
+// one accumulator is a serial chain (without -ffast-math it may not reorder float sums).
+constexpr int64_t kLanes = 16;
+
+// Key mode of one (head, tracked row): dst = (a.b, a.a, b.b) over its n keys, a = prev * inv_prev
+// and b = now * inv_now, summed in kLanes float lanes (so that the loop vectorises) and the lanes
+// in double.
+inline void key_mode_sums(const float* prev, float inv_prev, const float* now, float inv_now,
+                          int64_t n, double* dst) {
+  float ab[kLanes] = {}, aa[kLanes] = {}, bb[kLanes] = {};
+  const int64_t body = n - n % kLanes;
+  for (int64_t j = 0; j < body; j += kLanes) {
+    for (int64_t c = 0; c < kLanes; ++c) {
+      const float a = prev[j + c] * inv_prev, b = now[j + c] * inv_now;
+      ab[c] += a * b;
+      aa[c] += a * a;
+      bb[c] += b * b;
+    }
+  }
+  double sums[3] = {0, 0, 0};
+  for (int64_t j = body; j < n; ++j) {
+    const float a = prev[j] * inv_prev, b = now[j] * inv_now;
+    sums[0] += a * b;
+    sums[1] += a * a;
+    sums[2] += b * b;
+  }
+  for (int64_t c = 0; c < kLanes; ++c) {
+    sums[0] += ab[c];
+    sums[1] += aa[c];
+    sums[2] += bb[c];
+  }
+  std::copy(sums, sums + 3, dst);
+}
+
 // A row-major float matrix [rows, cols] as a tensor that views buffer (no copy).
 inline at::Tensor view(float* buffer, int64_t rows, int64_t cols) {
   return at::from_blob(buffer, {rows, cols}, at::TensorOptions().dtype(at::kFloat));
@@ -119,20 +152,6 @@ inline float* scratch(int64_t size) {
   if (static_cast<int64_t>(buffer.size()) < size) buffer.resize(size);
   return buffer.data();
 }
-
-// dst[0:len] = src[0:len] as float (a plain copy for float: the buffers never overlap).
-template <typename scalar_t>
-inline void to_float(const scalar_t* __restrict src, int64_t len, float* __restrict dst) {
-  if constexpr (std::is_same_v<scalar_t, float>) {
-    std::memcpy(dst, src, len * sizeof(float));
-  } else {
-    for (int64_t d = 0; d < len; ++d) dst[d] = static_cast<float>(src[d]);
-  }
-}
-
-// Independent accumulators of a reduction over a row: the compiler vectorises across them, where
-// one accumulator is a serial chain (without -ffast-math it may not reorder float sums).
-constexpr int64_t kLanes = 16;
 
 // row[j] -> exp(row[j] - m) in place, m = the row's max; returns m and writes the sum of the
 // exponentials to l. The sum adds lane j % kLanes first, then the lanes in order.
@@ -182,33 +201,53 @@ struct GemmParts {
   double* drift;
 };
 
+// dot(a, b) over len floats in kLanes float lanes (the loop vectorises), the lanes in order.
+inline float dot_lanes(const float* a, const float* b, int64_t len) {
+  float lane[kLanes] = {};
+  const int64_t body = len - len % kLanes;
+  for (int64_t d = 0; d < body; d += kLanes) {
+    for (int64_t c = 0; c < kLanes; ++c) lane[c] += a[d + c] * b[d + c];
+  }
+  float sum = 0.f;
+  for (int64_t d = body; d < len; ++d) sum += a[d] * b[d];
+  for (int64_t c = 0; c < kLanes; ++c) sum += lane[c];
+  return sum;
+}
+
 // Both passes of kv head g of sequence s with GEMMs over its gathered keys and values:
 // scores = Q K^T over its query vectors (row r, head h of the group at r * G + h - g G), then the
 // unnormalised probabilities p in place, (m, l), the output p V / l, and the statistics from p:
 // the window rows' mass and, for the tracked rows, b = p / l beside a = the previous queries'
-// probabilities over the old keys (one more GEMM). The same results as pass1_tile and pass2_chunk
-// up to rounding. A work item owns (sequence, kv head), whose outputs no other item writes.
+// probabilities over the old keys. The previous queries join the scores GEMM as more rows: the
+// old keys differ from the current ones only at this step's rows, whose columns are then
+// recomputed with the old keys. The same results as pass1_tile and pass2_chunk up to rounding. A
+// work item owns (sequence, kv head), whose outputs no other item writes.
 template <typename scalar_t>
 void gemm_head(const Batch<scalar_t>& b, const SeqWork<scalar_t>& s, int64_t g, float* m_out,
                float* l_out, scalar_t* out, GemmParts part) {
   const int64_t dh = b.dh, H = b.H, G = b.G, n = s.n, nq = s.rows * G;
   const int64_t nt = static_cast<int64_t>(s.tracked.size()), na = nt * G;
-  // Buffers, each written in full before it is read: q, k, v [n, dh], scores and then
-  // probabilities p [nq, n], o [nq, dh], l [nq], the tracked rows' previous queries qa [na, dh]
-  // and previous scores pa [na, n].
-  float* q = scratch(nq * dh + 2 * n * dh + nq * n + nq * dh + nq + na * dh + na * n);
-  float *k = q + nq * dh, *v = k + n * dh, *p = v + n * dh;
-  float *o = p + nq * n, *l = o + nq * dh, *qa = l + nq, *pa = qa + na * dh;
+  // Buffers, each written in full before it is read: the query vectors q [nq + na, dh] (this
+  // step's, then the tracked rows' previous ones), k, v [n, dh], scores and then probabilities
+  // p [nq + na, n] (the previous queries' from row nq: pa), o [nq, dh], l [nq], one old key [dh].
+  float* q = scratch((nq + na) * dh + 2 * n * dh + (nq + na) * n + nq * dh + nq + dh);
+  float *k = q + (nq + na) * dh, *v = k + n * dh, *p = v + n * dh;
+  float *o = p + (nq + na) * n, *l = o + nq * dh, *k_old = l + nq;
+  float *qa = q + nq * dh, *pa = p + nq * n;
   for (int64_t i = 0; i < nq; ++i) {
     const float* src = b.qs + ((s.row0 + i / G) * H + g * G + i % G) * dh;
     std::copy(src, src + dh, q + i * dh);
   }
-  for (int64_t j = 0; j < n; ++j) {
-    to_float(s.kv.key(j, g, /*current=*/true), dh, k + j * dh);
-    to_float(s.kv.value(j, g), dh, v + j * dh);
+  for (int64_t t = 0; t < nt; ++t) {
+    for (int64_t hg = 0; hg < G; ++hg) {
+      const float* src = b.ps + ((s.prev0 + s.slots[t]) * H + g * G + hg) * dh;
+      std::copy(src, src + dh, qa + (t * G + hg) * dh);
+    }
   }
-  matmul(q, k, p, nq, n, dh, /*trans_b=*/true);  // scores [nq, n]
-  for (int64_t i = 0; i < nq; ++i) {             // scores -> exp(s - m), in place
+  s.kv.gather(/*keys=*/true, n, g, k);
+  s.kv.gather(/*keys=*/false, n, g, v);
+  matmul(q, k, p, nq + na, n, dh, /*trans_b=*/true);  // scores [nq + na, n]
+  for (int64_t i = 0; i < nq; ++i) {                  // scores -> exp(s - m), in place
     const int64_t qi = (s.row0 + i / G) * H + g * G + i % G;
     m_out[qi] = softmax_row(p + i * n, n, l + i);
     l_out[qi] = l[i];
@@ -230,19 +269,11 @@ void gemm_head(const Batch<scalar_t>& b, const SeqWork<scalar_t>& s, int64_t g, 
     }
   }
   if (nt == 0) return;
-  for (int64_t t = 0; t < nt; ++t) {
-    for (int64_t hg = 0; hg < G; ++hg) {
-      const float* src = b.ps + ((s.prev0 + s.slots[t]) * H + g * G + hg) * dh;
-      std::copy(src, src + dh, qa + (t * G + hg) * dh);
-    }
-  }
-  // The old keys differ from the current ones only at this step's rows: k becomes them in place.
-  float* ka = k;
-  for (int64_t j = 0; j < n; ++j) {
+  for (int64_t j = 0; j < n; ++j) {  // this step's positions: the previous scores of the old key
     if (s.kv.pos_row[j] < 0) continue;
-    to_float(s.kv.key(j, g, /*current=*/false), dh, ka + j * dh);
+    to_float(s.kv.key(j, g, /*current=*/false), dh, k_old);
+    for (int64_t r = 0; r < na; ++r) pa[r * n + j] = dot_lanes(qa + r * dh, k_old, dh);
   }
-  matmul(qa, ka, pa, na, n, dh, /*trans_b=*/true);  // previous queries over old keys [na, n]
   for (int64_t t = 0; t < nt; ++t) {
     for (int64_t hg = 0; hg < G; ++hg) {
       const int64_t h = g * G + hg, i = (s.tracked[t] - s.row0) * G + hg;
@@ -251,18 +282,16 @@ void gemm_head(const Batch<scalar_t>& b, const SeqWork<scalar_t>& s, int64_t g, 
       softmax_row(prev_p, n, &prev_l);
       const float inv_l = 1.f / l[i], inv_lp = 1.f / prev_l;
       const float* now = p + i * n;
-      float* heads = part.heads ? part.heads + (g * nt + t) * 3 * n : nullptr;
-      double ab = 0, aa = 0, bb = 0;
-      for (int64_t j = 0; j < n; ++j) {
-        const float bj = now[j] * inv_l;
-        const float aj = prev_p[j] * inv_lp;
-        add_drift(heads, n, j, aj, bj, ab, aa, bb);
+      if (part.heads) {
+        float* heads = part.heads + (g * nt + t) * 3 * n;
+        for (int64_t j = 0; j < n; ++j) {
+          const float bj = now[j] * inv_l, aj = prev_p[j] * inv_lp;
+          heads[j] += aj * bj;
+          heads[n + j] += aj * aj;
+          heads[2 * n + j] += bj * bj;
+        }
       }
-      if (part.drift == nullptr) continue;
-      double* dst = part.drift + (h * nt + t) * 3;
-      dst[0] = ab;
-      dst[1] = aa;
-      dst[2] = bb;
+      if (part.drift) key_mode_sums(prev_p, inv_lp, now, inv_l, n, part.drift + (h * nt + t) * 3);
     }
   }
 }
