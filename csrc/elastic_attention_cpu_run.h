@@ -5,7 +5,6 @@
 
 #include "elastic_attention_cpu_kernels.h"
 
-
 namespace vllm_elastic {
 namespace cpu {
 
