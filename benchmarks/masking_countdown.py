@@ -2,10 +2,12 @@
 
   python benchmarks/masking_countdown.py --order high   # 334 as 3 3 4, as the tokenizer writes it
   python benchmarks/masking_countdown.py --order low    # 334 as 4 3 3: the ones digit first
+  python benchmarks/masking_countdown.py --words        # each line also in words, as listing's
 
 Sequences: a prompt of a three-digit start number and a separator, then an answer of --lines
 lines counting down from it one at a time, each the number's three digit tokens and a newline
-(``listing``'s numbers without their words). With --order high a line's tens digit comes before
+(``listing``'s numbers without their words; --words adds them: three word tokens after the
+digits, high digit first as they are read). With --order high a line's tens digit comes before
 the ones digit that decides whether it borrows; with --order low after it. The model
 (``core/model.py``, 6 layers, d_model 256, as the test-bed model) is trained from scratch with
 LLaDA's objective on the answer (each position masked with probability t ~ U(0, 1) per sequence,
@@ -25,8 +27,7 @@ import torch.nn.functional as F
 from vllm_elastic.core.config import LLaDAConfig
 from vllm_elastic.core.model import LLaDAModel
 
-NEWLINE, SEP, MASK, VOCAB = 10, 11, 12, 13  # digits are tokens 0..9
-LINE = 4  # d d d \n
+NEWLINE, SEP, MASK, WORDS = 10, 11, 12, 13  # digits are tokens 0..9, digit words 13..22
 LOWEST = 100  # every number keeps three digits
 SCORED = 32  # sequences per score
 
@@ -37,25 +38,31 @@ def digits(x: torch.Tensor, order: str) -> torch.Tensor:
     return d if order == "high" else d.flip(-1)
 
 
-def countdown(n: int, lines: int, order: str, gen: torch.Generator):
-    """prompt [n, 4] and answer [n, 4 lines] token ids."""
+def line_tokens(words: bool) -> int:
+    return 7 if words else 4  # d d d [w w w] \n
+
+
+def countdown(n: int, lines: int, order: str, gen: torch.Generator, words: bool = False):
+    """prompt [n, 4] and answer [n, line_tokens * lines] token ids."""
     start = torch.randint(LOWEST + lines - 1, 1000, (n, 1), generator=gen)  # [n, 1]
     numbers = start - torch.arange(lines)  # [n, lines]
-    nl = torch.full((n, lines, 1), NEWLINE)
-    answer = torch.cat([digits(numbers, order), nl], -1).reshape(n, -1)  # [n, 4 lines]
+    parts = [digits(numbers, order)] + ([WORDS + digits(numbers, "high")] if words else [])
+    parts.append(torch.full((n, lines, 1), NEWLINE))
+    answer = torch.cat(parts, -1).reshape(n, -1)  # [n, line_tokens * lines]
     prompt = torch.cat([digits(start, order).reshape(n, -1), torch.full((n, 1), SEP)], 1)
     return prompt, answer
 
 
 @torch.no_grad()
-def score(model: LLaDAModel, lines: int, order: str, gen: torch.Generator) -> tuple[float, float]:
+def score(model: LLaDAModel, lines: int, order: str, gen: torch.Generator,
+          words: bool = False) -> tuple[float, float]:
     """(lines right, answers right) decoding left to right, one greedy token a step."""
-    prompt, answer = countdown(SCORED, lines, order, gen)
+    prompt, answer = countdown(SCORED, lines, order, gen, words)
     canvas = torch.full_like(answer, MASK)
     for j in range(answer.shape[1]):
         logits = model(torch.cat([prompt, canvas], 1))[:, prompt.shape[1] + j]  # [n, V]
         canvas[:, j] = logits.argmax(-1)
-    right = (canvas == answer).view(SCORED, lines, LINE).all(-1)  # [n, lines]
+    right = (canvas == answer).view(SCORED, lines, line_tokens(words)).all(-1)  # [n, lines]
     return right.float().mean().item(), right.all(-1).float().mean().item()
 
 
@@ -63,31 +70,33 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--order", choices=["high", "low"], default="high")
     p.add_argument("--lines", type=int, default=12)
+    p.add_argument("--words", action="store_true", help="each line also in digit words")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    vocab = WORDS + (10 if args.words else 0)
     cfg = LLaDAConfig(d_model=256, n_heads=4, n_kv_heads=4, n_layers=6, mlp_hidden_size=768,
-                      vocab_size=VOCAB, embedding_size=VOCAB, max_sequence_length=8 * args.lines,
-                      mask_token_id=MASK, rope_theta=10000.0)  # fmt: skip
+                      vocab_size=vocab, embedding_size=vocab, mask_token_id=MASK,
+                      max_sequence_length=8 * (args.lines + 1), rope_theta=10000.0)  # fmt: skip
     model = LLaDAModel(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95))
     gen, start = torch.Generator().manual_seed(1), time.time()
     for step in range(args.steps):
-        prompt, answer = countdown(args.batch, args.lines, args.order, gen)
+        prompt, answer = countdown(args.batch, args.lines, args.order, gen, args.words)
         t = torch.rand(args.batch, 1, generator=gen)  # [n, 1]
-        masked = torch.rand(answer.shape, generator=gen) < t  # [n, 4 lines]
+        masked = torch.rand(answer.shape, generator=gen) < t  # [n, answer]
         masked[:, 0] |= ~masked.any(1)  # at least one position a sequence
         noisy = torch.cat([prompt, torch.where(masked, MASK, answer)], 1)
-        logits = model(noisy)[:, prompt.shape[1] :]  # [n, 4 lines, V]
+        logits = model(noisy)[:, prompt.shape[1] :]  # [n, answer, V]
         loss = F.cross_entropy(logits[masked], answer[masked])
         opt.zero_grad()
         loss.backward()
         opt.step()
         if step % 200 == 0 or step == args.steps - 1:
-            lines, answers = score(model, args.lines, args.order, gen)
+            lines, answers = score(model, args.lines, args.order, gen, args.words)
             print(f"update {step:4d}  {time.time() - start:6.0f} s  loss {loss.item():.3f}  "
                   f"lines right {lines:.3f}  answers right {answers:.3f}", flush=True)
 
