@@ -90,7 +90,6 @@ struct KVSource {
   void gather(bool keys, int64_t n, int64_t g, float* dst) const {
     const scalar_t* cache = keys ? k_cache : v_cache;
     const int64_t* st = keys ? ks : vs;
-    const scalar_t* fresh = keys ? k_new : v_new;
     // Without a cache (block_size 0) every position is one of this step's rows.
     const int64_t run = block_size > 0 ? block_size : std::max<int64_t>(n, 1);
     for (int64_t p0 = 0; p0 < n; p0 += run) {
@@ -108,8 +107,10 @@ struct KVSource {
           for (int64_t j = 0; j < len; ++j) to_float(cells + j * st[2], dh, dst + (p0 + j) * dh);
         }
       }
-      for (int64_t j = 0; j < len; ++j) {
-        if (rows[j] >= 0) to_float(fresh + (rows[j] * Hkv + g) * dh, dh, dst + (p0 + j) * dh);
+      for (int64_t j = 0; j < len; ++j) {  // this step's rows: key() and value() give them
+        if (rows[j] < 0) continue;
+        const int64_t p = p0 + j;
+        to_float(keys ? key(p, g, /*current=*/true) : value(p, g), dh, dst + p * dh);
       }
     }
   }

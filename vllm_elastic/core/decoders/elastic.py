@@ -51,9 +51,7 @@ class ElasticState(CanvasState):
         self._next: tuple[int, np.ndarray, np.ndarray] | None = None
         # deferred mode: the layer a pending refresh starts at (num_layers: none pending), the
         # steps it waited for its grant, and whether it is granted for the next plan()
-        self._pending_from = self.num_layers
-        self._pending_waited = 0
-        self._granted = False
+        self._clear_pending()
 
     def pending_refresh(self) -> RefreshCost | None:
         """The deferred refresh waiting for a grant, or None."""
@@ -93,11 +91,9 @@ class ElasticState(CanvasState):
     def plan(self) -> SeqPlan:
         s = self.settings
         self._window, rows = self._window_rows()
-        if self.step == 0:
+        if self.step == 0 or self._full_refresh():
             refresh_from = 0
-        elif self._full_refresh():
-            refresh_from = 0
-            self._clear_pending()  # the full refresh covers any deferred one still pending
+            self._clear_pending()  # a refresh from layer 0 covers any deferred one pending
         else:
             refresh_from = self._take_granted_refresh()
         probe = Probe(
