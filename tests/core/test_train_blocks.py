@@ -91,6 +91,18 @@ def test_a_batch_is_drills_or_test_bed_problems(tokenizer):
     assert 0.15 < sum(kinds) / len(kinds) < 0.65  # 40% of the late mixture's weight
 
 
+def test_canvases_restricts_the_canvas_curriculum(tokenizer):
+    """The curriculum draws 256 and 512 early and all three late; ``canvases`` those named alone,
+    at any progress."""
+    early = {make_batch(0, s, 0.0, tokenizer, 6144, set(), only=("listing",)).canvas
+             for s in range(24)}  # fmt: skip
+    assert early == {256, 512}
+    for progress in (0.0, 0.9):
+        drawn = {make_batch(0, s, progress, tokenizer, 6144, set(), only=("listing",),
+                            canvases=(1024,)).canvas for s in range(6)}  # fmt: skip
+        assert drawn == {1024}
+
+
 def test_block_noise_hides_what_follows_the_block():
     gen = torch.Generator().manual_seed(0)
     start = torch.tensor([10, 20, 5, 12] * 16)  # [B]

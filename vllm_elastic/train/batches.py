@@ -81,8 +81,9 @@ def phase_weights(curriculum, progress: float) -> dict:
     return current
 
 
-def canvas_weights(progress: float) -> dict[int, float]:
-    return phase_weights(CURRICULUM, progress)
+def canvas_weights(progress: float, canvases: tuple[int, ...] = ()) -> dict[int, float]:
+    """``CURRICULUM``'s weights at ``progress``, or ``canvases`` alone, equally (an experiment)."""
+    return {c: 1.0 for c in canvases} or phase_weights(CURRICULUM, progress)
 
 
 def batch_rng(seed: int, step: int) -> random.Random:
@@ -126,11 +127,12 @@ def make_batch(
     block_length: int = 32,
     only: tuple[str, ...] = (),
     first_block_share: float = 0.0,
+    canvases: tuple[int, ...] = (),
 ) -> Batch:
     """``first_block_share``: that share of a block batch's rows start their block at the
-    answer's first token (the line written from the prompt alone)."""
+    answer's first token (the line written from the prompt alone); ``canvases``: these alone."""
     rng = batch_rng(seed, step)
-    weights = canvas_weights(progress)
+    weights = canvas_weights(progress, canvases)
     canvas = rng.choices(list(weights), list(weights.values()))[0]
     blocks = rng.random() < block_share
     mix = family_weights(progress, only)

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from ..core.checkpoint import load_model
 from ..core.config import LLaDAConfig
 from ..core.model import LLaDAModel
-from ..tasks import TRAINING_FAMILIES, load_jsonl
+from ..tasks import CANVASES, TRAINING_FAMILIES, load_jsonl
 from .batches import make_batch
 from .bpe import build_tokenizer
 from .objective import LOSS_WEIGHTINGS, masked_diffusion_loss
@@ -32,10 +32,10 @@ VOCAB_MULTIPLE = 64
 SCHEDULE_ARGS = ("seed", "steps", "batch_tokens", "lr", "warmup", "prefix_share", "block_share",
                  "block_length", "d_model", "n_layers", "n_heads", "mlp", "held_out",
                  "loss_weighting", "only", "first_block_share", "init",
-                 "progress_from")  # fmt: skip
+                 "progress_from", "canvases")  # fmt: skip
 # What a checkpoint saved before an argument existed was trained with.
 BEFORE_ARGS = {"loss_weighting": "llada", "only": [], "first_block_share": 0.0, "init": None,
-               "progress_from": 0.0}  # fmt: skip
+               "progress_from": 0.0, "canvases": []}  # fmt: skip
 EMA = 0.98
 
 
@@ -150,7 +150,7 @@ def train(args: argparse.Namespace) -> None:
             progress = run_progress(step, args)
             batch = make_batch(args.seed, step, progress, tokenizer, args.batch_tokens, held_out,
                                args.block_share, args.block_length, tuple(args.only),
-                               args.first_block_share)  # fmt: skip
+                               args.first_block_share, tuple(args.canvases))  # fmt: skip
             loss = _update(model, opt, batch, step, args, tokenizer.mask_token_id)
             ema = loss if ema is None else EMA * ema + (1 - EMA) * loss
             bar.set_postfix(loss=f"{ema:.3f}", canvas=batch.canvas)
@@ -199,6 +199,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--only", nargs="+", default=[], choices=sorted(TRAINING_FAMILIES), metavar="FAMILY",
         help="train on these families alone, equally (an experiment; default: the curriculum)",
+    )  # fmt: skip
+    p.add_argument(
+        "--canvases", nargs="+", type=int, default=[], choices=CANVASES, metavar="CANVAS",
+        help="train at these canvases alone, equally (an experiment; default: the curriculum)",
     )  # fmt: skip
     p.add_argument(
         "--loss-weighting", choices=sorted(LOSS_WEIGHTINGS), default="mean",
