@@ -1,0 +1,67 @@
+"""Where a model's `listing` answers go wrong: the count's steps, and a copy from ten lines up.
+
+  python benchmarks/listing_steps.py runs/train            # every listing row of its curve.jsonl
+
+Reads the sampled answers that ``python -m vllm_elastic.train.curve RUN`` stored in
+``RUN/curve.jsonl`` (the first two of each row) and the held-out problems they answer
+(``data/listing_{canvas}.jsonl``, in order), and prints per snapshot and canvas: whole answers
+right; first lines right (the number the prompt gives); steps right (a line's number is the one
+above it plus or minus one, as the prompt says); and, among the lines from the eleventh on whose
+ones digit does not follow from the line above, the share whose ones digit is the one ten lines
+up. In a count by one with lines of one length that digit repeats exactly ten lines down, so a
+model that copies it from there, instead of counting, writes wrong ones digits that match the one
+ten lines up (1.0); wrong ones digits made any other way match about one time in ten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from vllm_elastic.tasks import held_out_path, load_jsonl
+
+PERIOD = 10  # lines after which a count by one repeats its ones digit
+NUMBER = re.compile(r"\s*(\d+):")
+
+
+def numbers(text: str) -> list[int | None]:
+    """Each line's leading number (None where a line has none)."""
+    return [int(m.group(1)) if (m := NUMBER.match(line)) else None for line in text.splitlines()]
+
+
+def step_facts(got: list[int | None], ref: list[int]) -> tuple[bool, int, int, int, int]:
+    """(first line right, steps, steps right, lines from PERIOD on whose ones digit does not
+    follow from the line above, those of them whose ones digit is the one PERIOD lines up)."""
+    step = ref[1] - ref[0]
+    steps = right = late_wrong = copied = 0
+    for i in range(1, len(got)):
+        ok = None not in (got[i], got[i - 1]) and got[i] - got[i - 1] == step
+        steps, right = steps + 1, right + ok
+        known = None not in (got[i], got[i - 1], got[i - PERIOD])
+        if i >= PERIOD and known and (got[i] - got[i - 1] - step) % 10:
+            late_wrong += 1
+            copied += got[i] % 10 == got[i - PERIOD] % 10
+    return got[:1] == ref[:1], steps, right, late_wrong, copied
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("run", type=Path)
+    args = p.parse_args()
+    for row in map(json.loads, open(args.run / "curve.jsonl")):
+        if row["family"] != "listing":
+            continue
+        problems = load_jsonl(held_out_path("listing", row["canvas"]))
+        facts = [step_facts(numbers(o), numbers(pr["answer"]))
+                 for o, pr in zip(row["outputs"], problems)]  # fmt: skip
+        first, steps, right, late_wrong, copied = (sum(f[k] for f in facts) for k in range(5))
+        copy = f"{copied / late_wrong:.2f} of {late_wrong}" if late_wrong else "(none wrong)"
+        print(f"step {row['step']:>5}  canvas {row['canvas']:>4}  right {row['accuracy']:.3f}  "
+              f"first lines {first / len(facts):.2f}  steps right {right / steps:.3f}  "
+              f"wrong late ones digits equal to ten lines up {copy}")
+
+
+if __name__ == "__main__":
+    main()
