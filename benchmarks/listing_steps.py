@@ -1,6 +1,7 @@
 """Where a model's `listing` answers go wrong: the count's steps, and a copy from ten lines up.
 
   python benchmarks/listing_steps.py runs/train            # every listing row of its curve.jsonl
+  python benchmarks/listing_steps.py eval.json     # the answers `vllm_elastic.eval --out` wrote
 
 Reads the sampled answers that ``python -m vllm_elastic.train.curve RUN`` stored in
 ``RUN/curve.jsonl`` (the first two of each row) and the held-out problems they answer
@@ -46,10 +47,34 @@ def step_facts(got: list[int | None], ref: list[int]) -> tuple[bool, int, int, i
     return got[:1] == ref[:1], steps, right, late_wrong, copied
 
 
+def crossing_steps(got: list[int | None], ref: list[int]) -> tuple[int, int, int, int]:
+    """(steps that cross a ten, those right, the other steps, those right)."""
+    step = ref[1] - ref[0]
+    counts = [0, 0, 0, 0]
+    for before, after in zip(got, got[1:]):
+        if before is None:
+            continue
+        crosses = before % 10 == (9 if step > 0 else 0)
+        counts[0 if crosses else 2] += 1
+        counts[1 if crosses else 3] += after is not None and after - before == step
+    return tuple(counts)
+
+
+def report_eval(path: Path) -> None:
+    run = json.loads(path.read_text())
+    problems = load_jsonl(run["data"])
+    pairs = [(numbers(o), numbers(pr["answer"])) for o, pr in zip(run["outputs"], problems)]
+    cross, cross_right, rest, rest_right = (sum(c) for c in zip(*map(crossing_steps, *zip(*pairs))))
+    print(f"{path}: {sum(run['correct'])} of {len(run['correct'])} right; steps across a ten "
+          f"right {cross_right} of {cross}, the other steps {rest_right} of {rest}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("run", type=Path)
+    p.add_argument("run", type=Path, help="a training run's folder, or an eval --out JSON")
     args = p.parse_args()
+    if args.run.suffix == ".json":
+        return report_eval(args.run)
     for row in map(json.loads, open(args.run / "curve.jsonl")):
         if row["family"] != "listing":
             continue

@@ -37,3 +37,12 @@ def test_a_copy_from_ten_lines_up_is_told_from_a_wrong_step():
         listing_steps.numbers(lines(slipped)), ref
     )
     assert right == 26 and late_wrong == 1 and copied == 0
+
+
+def test_steps_across_a_ten_are_told_from_the_rest():
+    ref = list(range(334, 306, -1))  # crosses a ten after 330, 320 and 310
+    missed = ref[:5] + [v + 10 for v in ref[5:]]  # 330 then 339: the borrow missed, then right
+    cross, cross_right, rest, rest_right = listing_steps.crossing_steps(
+        listing_steps.numbers(lines(missed)), ref
+    )
+    assert (cross, cross_right, rest, rest_right) == (3, 2, 24, 24)
