@@ -60,11 +60,20 @@ def crossing_steps(got: list[int | None], ref: list[int]) -> tuple[int, int, int
     return tuple(counts)
 
 
+def answer_numbers(outputs: list[str], problems: list[dict]) -> list[tuple[list, list[int]]]:
+    """(the numbers written, the reference's) for each answer, in the problems' order."""
+    return [(numbers(o), numbers(pr["answer"])) for o, pr in zip(outputs, problems)]
+
+
+def totals(facts: list[tuple]) -> list:
+    """Each field of ``facts`` summed over the answers."""
+    return [sum(column) for column in zip(*facts)]
+
+
 def report_eval(path: Path) -> None:
     run = json.loads(path.read_text())
-    problems = load_jsonl(run["data"])
-    pairs = [(numbers(o), numbers(pr["answer"])) for o, pr in zip(run["outputs"], problems)]
-    cross, cross_right, rest, rest_right = (sum(c) for c in zip(*map(crossing_steps, *zip(*pairs))))
+    pairs = answer_numbers(run["outputs"], load_jsonl(run["data"]))
+    cross, cross_right, rest, rest_right = totals([crossing_steps(g, r) for g, r in pairs])
     print(f"{path}: {sum(run['correct'])} of {len(run['correct'])} right; steps across a ten "
           f"right {cross_right} of {cross}, the other steps {rest_right} of {rest}")
 
@@ -79,12 +88,11 @@ def main() -> None:
         if row["family"] != "listing":
             continue
         problems = load_jsonl(held_out_path("listing", row["canvas"]))
-        facts = [step_facts(numbers(o), numbers(pr["answer"]))
-                 for o, pr in zip(row["outputs"], problems)]  # fmt: skip
-        first, steps, right, late_wrong, copied = (sum(f[k] for f in facts) for k in range(5))
+        pairs = answer_numbers(row["outputs"], problems)
+        first, steps, right, late_wrong, copied = totals([step_facts(g, r) for g, r in pairs])
         copy = f"{copied / late_wrong:.2f} of {late_wrong}" if late_wrong else "(none wrong)"
         print(f"step {row['step']:>5}  canvas {row['canvas']:>4}  right {row['accuracy']:.3f}  "
-              f"first lines {first / len(facts):.2f}  steps right {right / steps:.3f}  "
+              f"first lines {first / len(pairs):.2f}  steps right {right / steps:.3f}  "
               f"wrong late ones digits equal to ten lines up {copy}")
 
 

@@ -44,8 +44,8 @@ def digits(x: torch.Tensor, order: str) -> torch.Tensor:
     return d if order == "high" else d.flip(-1)
 
 
-def line_tokens(words: bool, chain: bool = False) -> int:
-    return 10 if chain else 7 if words else 4  # d d d [w w w] \n, or d d d +- k = d d d \n
+def line_tokens(args: argparse.Namespace) -> int:
+    return 10 if args.chain else 7 if args.words else 4  # d d d [w w w] \n; d d d +- k = d d d \n
 
 
 def chain(n: int, lines: int, gen: torch.Generator):
@@ -80,18 +80,22 @@ def countdown(n: int, lines: int, order: str, gen: torch.Generator, words: bool 
     return prompt, answer
 
 
+def draw(n: int, args: argparse.Namespace, gen: torch.Generator):
+    """n sequences of the kind ``args`` asks for: prompt [n, P] and answer [n, A] token ids."""
+    if args.chain:
+        return chain(n, args.lines, gen)
+    return countdown(n, args.lines, args.order, gen, args.words, args.both)
+
+
 @torch.no_grad()
-def score(model: LLaDAModel, lines: int, order: str, gen: torch.Generator,
-          words: bool = False, both: bool = False, chained: bool = False) -> tuple[float, float]:
+def score(model: LLaDAModel, args: argparse.Namespace, gen: torch.Generator) -> tuple[float, float]:
     """(lines right, answers right) decoding left to right, one greedy token a step."""
-    prompt, answer = (chain(SCORED, lines, gen) if chained
-                      else countdown(SCORED, lines, order, gen, words, both))  # fmt: skip
+    prompt, answer = draw(SCORED, args, gen)
     canvas = torch.full_like(answer, MASK)
     for j in range(answer.shape[1]):
         logits = model(torch.cat([prompt, canvas], 1))[:, prompt.shape[1] + j]  # [n, V]
         canvas[:, j] = logits.argmax(-1)
-    shape = (SCORED, lines, line_tokens(words, chained))
-    right = (canvas == answer).view(shape).all(-1)  # [n, lines]
+    right = (canvas == answer).view(SCORED, args.lines, line_tokens(args)).all(-1)  # [n, lines]
     return right.float().mean().item(), right.all(-1).float().mean().item()
 
 
@@ -116,8 +120,7 @@ def main() -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95))
     gen, start = torch.Generator().manual_seed(1), time.time()
     for step in range(args.steps):
-        prompt, answer = (chain(args.batch, args.lines, gen) if args.chain else
-                          countdown(args.batch, args.lines, args.order, gen, args.words, args.both))
+        prompt, answer = draw(args.batch, args, gen)
         t = torch.rand(args.batch, 1, generator=gen)  # [n, 1]
         masked = torch.rand(answer.shape, generator=gen) < t  # [n, answer]
         masked[:, 0] |= ~masked.any(1)  # at least one position a sequence
@@ -128,8 +131,7 @@ def main() -> None:
         loss.backward()
         opt.step()
         if step % 200 == 0 or step == args.steps - 1:
-            lines, answers = score(model, args.lines, args.order, gen, args.words, args.both,
-                                   args.chain)
+            lines, answers = score(model, args, gen)
             print(f"update {step:4d}  {time.time() - start:6.0f} s  loss {loss.item():.3f}  "
                   f"lines right {lines:.3f}  answers right {answers:.3f}", flush=True)
 
