@@ -11,7 +11,10 @@ above it plus or minus one, as the prompt says); and, among the lines from the e
 ones digit does not follow from the line above, the share whose ones digit is the one ten lines
 up. In a count by one with lines of one length that digit repeats exactly ten lines down, so a
 model that copies it from there, instead of counting, writes wrong ones digits that match the one
-ten lines up (1.0); wrong ones digits made any other way match about one time in ten.
+ten lines up (1.0); wrong ones digits made any other way match about one time in ten. For an
+eval's JSON it prints the steps that cross a ten (a ones digit of 0 counting down, 9 counting
+up) apart from the rest, how the wrong ones went (the tens digit kept, or moved against the
+count), and the steps by one against the prompt's direction.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 from vllm_elastic.tasks import held_out_path, load_jsonl
@@ -47,17 +51,26 @@ def step_facts(got: list[int | None], ref: list[int]) -> tuple[bool, int, int, i
     return got[:1] == ref[:1], steps, right, late_wrong, copied
 
 
-def crossing_steps(got: list[int | None], ref: list[int]) -> tuple[int, int, int, int]:
-    """(steps that cross a ten, those right, the other steps, those right)."""
+def crossing_steps(got: list[int | None], ref: list[int]) -> Counter:
+    """Counts of the steps from one line's number to the next: ``cross``, those from a ones
+    digit the prompt's direction wraps (0 counting down, 9 counting up), ``cross_right``, and of
+    the wrong ones ``tens_kept`` (``330`` then ``339`` counting down) and ``tens_other_way``
+    (``330`` then ``349``: the ones digit right, the tens moved against the count); ``rest`` and
+    ``rest_right``; and ``other_way``, steps by one against the prompt's direction."""
     step = ref[1] - ref[0]
-    counts = [0, 0, 0, 0]
+    counts = Counter()
     for before, after in zip(got, got[1:]):
         if before is None:
             continue
-        crosses = before % 10 == (9 if step > 0 else 0)
-        counts[0 if crosses else 2] += 1
-        counts[1 if crosses else 3] += after is not None and after - before == step
-    return tuple(counts)
+        moved = None if after is None else after - before
+        kind = "cross" if before % 10 == (9 if step > 0 else 0) else "rest"
+        counts[kind] += 1
+        counts[f"{kind}_right"] += moved == step
+        counts["other_way"] += moved == -step
+        if kind == "cross":
+            counts["tens_kept"] += moved == -9 * step
+            counts["tens_other_way"] += moved == -19 * step
+    return counts
 
 
 def answer_numbers(outputs: list[str], problems: list[dict]) -> list[tuple[list, list[int]]]:
@@ -73,9 +86,11 @@ def totals(facts: list[tuple]) -> list:
 def report_eval(path: Path) -> None:
     run = json.loads(path.read_text())
     pairs = answer_numbers(run["outputs"], load_jsonl(run["data"]))
-    cross, cross_right, rest, rest_right = totals([crossing_steps(g, r) for g, r in pairs])
+    c = sum((crossing_steps(g, r) for g, r in pairs), Counter())
     print(f"{path}: {sum(run['correct'])} of {len(run['correct'])} right; steps across a ten "
-          f"right {cross_right} of {cross}, the other steps {rest_right} of {rest}")
+          f"right {c['cross_right']} of {c['cross']} (wrong: the tens kept {c['tens_kept']}, "
+          f"moved the other way {c['tens_other_way']}), the other steps {c['rest_right']} of "
+          f"{c['rest']}; steps by one against the prompt's direction {c['other_way']}")
 
 
 def main() -> None:

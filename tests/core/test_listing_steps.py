@@ -42,7 +42,11 @@ def test_a_copy_from_ten_lines_up_is_told_from_a_wrong_step():
 def test_steps_across_a_ten_are_told_from_the_rest():
     ref = list(range(334, 306, -1))  # crosses a ten after 330, 320 and 310
     missed = ref[:5] + [v + 10 for v in ref[5:]]  # 330 then 339: the borrow missed, then right
-    cross, cross_right, rest, rest_right = listing_steps.crossing_steps(
-        listing_steps.numbers(lines(missed)), ref
-    )
-    assert (cross, cross_right, rest, rest_right) == (3, 2, 24, 24)
+    got = listing_steps.crossing_steps(listing_steps.numbers(lines(missed)), ref)
+    assert (got["cross"], got["cross_right"], got["rest"], got["rest_right"]) == (3, 2, 24, 24)
+    assert (got["tens_kept"], got["tens_other_way"], got["other_way"]) == (1, 0, 0)
+    wrong_way = ref[:5] + [v + 20 for v in ref[5:8]] + [341, 342]  # 330, 349, 348, 347, 341, 342
+    got = listing_steps.crossing_steps(listing_steps.numbers(lines(wrong_way)), ref)
+    assert (got["cross"], got["cross_right"]) == (1, 0)
+    assert (got["tens_other_way"], got["tens_kept"]) == (1, 0)
+    assert got["other_way"] == 1 and got["rest"] == 8 and got["rest_right"] == 6

@@ -2,10 +2,10 @@
 
 The test bed: ``story`` (GSM8K analogue), ``program`` (HumanEval analogue) and ``listing`` (long
 answers), each sized for a canvas of 256, 512 or 1024 tokens. The drills (``sums``, ``recite``,
-``transcribe``, ``transcribe_varied``, ``story_signs``) are sized the same way but only trained
-on: ``story``'s arithmetic, its copies of the prompt, the copy itself on lines that are nearly all
-copy, eight of them or as many as ``story`` has steps, and ``story``'s lines in the state the
-sampler leaves them in.
+``transcribe``, ``transcribe_varied``, ``story_signs``, ``counting``) take the same canvases but
+are only trained on: ``story``'s arithmetic, its copies of the prompt, the copy itself on lines
+that are nearly all copy, eight of them or as many as ``story`` has steps, ``story``'s lines in
+the state the sampler leaves them in, and ``listing``'s count across a ten.
 The first tiny model's families, ``arith`` and ``code``, have short answers and no canvas.
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 from . import (
     arith,
     code,
+    counting,
     listing,
     program,
     recite,
@@ -30,10 +31,11 @@ from . import (
 
 FAMILIES = {"arith": arith, "code": code, "story": story, "program": program, "listing": listing,
             "sums": sums, "recite": recite, "transcribe": transcribe,
-            "transcribe_varied": transcribe_varied, "story_signs": story_signs}  # fmt: skip
+            "transcribe_varied": transcribe_varied, "story_signs": story_signs,
+            "counting": counting}  # fmt: skip
 SIZED_FAMILIES = ("story", "program", "listing")  # the test bed: make_problem(rng, canvas)
 # trained on, not reported
-DRILL_FAMILIES = ("sums", "recite", "transcribe", "transcribe_varied", "story_signs")
+DRILL_FAMILIES = ("sums", "recite", "transcribe", "transcribe_varied", "story_signs", "counting")
 TRAINING_FAMILIES = (*SIZED_FAMILIES, *DRILL_FAMILIES)  # what the test-bed model is trained on
 # the tokenizer's corpus: the copy drills are text of ``story``'s, and leaving them
 # out keeps the tokenizer (and the runs that saved it) of before

@@ -22,7 +22,7 @@ from ..core.checkpoint import load_model
 from ..core.config import LLaDAConfig
 from ..core.model import LLaDAModel
 from ..tasks import CANVASES, TRAINING_FAMILIES, load_jsonl
-from .batches import make_batch
+from .batches import FIRST_BLOCK_SHARES, make_batch
 from .bpe import build_tokenizer
 from .objective import LOSS_WEIGHTINGS, masked_diffusion_loss
 from .resume import export, load_state, save_state
@@ -92,6 +92,11 @@ def run_progress(step: int, args: argparse.Namespace) -> float:
     return args.progress_from + (1.0 - args.progress_from) * step / args.steps
 
 
+def first_block_shares(args: argparse.Namespace) -> float | dict[str, float]:
+    """``--first-block-share`` for every family, or the recipe's per family when it is not given."""
+    return FIRST_BLOCK_SHARES if args.first_block_share is None else args.first_block_share
+
+
 def held_out_prompts(pattern: str) -> set[str]:
     return {row["prompt"] for path in sorted(Path().glob(pattern)) for row in load_jsonl(path)}
 
@@ -150,7 +155,7 @@ def train(args: argparse.Namespace) -> None:
             progress = run_progress(step, args)
             batch = make_batch(args.seed, step, progress, tokenizer, args.batch_tokens, held_out,
                                args.block_share, args.block_length, tuple(args.only),
-                               args.first_block_share, tuple(args.canvases))  # fmt: skip
+                               first_block_shares(args), tuple(args.canvases))  # fmt: skip
             loss = _update(model, opt, batch, step, args, tokenizer.mask_token_id)
             ema = loss if ema is None else EMA * ema + (1 - EMA) * loss
             bar.set_postfix(loss=f"{ema:.3f}", canvas=batch.canvas)
@@ -193,8 +198,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument("--block-length", type=int, default=32, help="the sampler's block length")
     p.add_argument(
-        "--first-block-share", type=float, default=0.0,
-        help="share of a block batch's rows whose block starts at the answer's first token",
+        "--first-block-share", type=float, default=None,
+        help="share of a block batch's rows whose block starts at the answer's first token, for "
+        f"every family (default: per family, {FIRST_BLOCK_SHARES}, the rest 0)",
     )  # fmt: skip
     p.add_argument(
         "--only", nargs="+", default=[], choices=sorted(TRAINING_FAMILIES), metavar="FAMILY",
