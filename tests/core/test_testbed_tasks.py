@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import statistics
 from pathlib import Path
 
@@ -298,3 +299,15 @@ def test_copied_probe_reads_the_prompt_or_not(tokenizer):
     for family in ("story", "recite", "transcribe"):
         assert probe_copied(reader, tokenizer, family, 256, 2, 3, prompt_masked=False) == 1.0
         assert probe_copied(reader, tokenizer, family, 256, 2, 3, prompt_masked=True) == 0.0
+
+
+@pytest.mark.parametrize("canvas", CANVASES)
+def test_listing_counts_up_over_the_prompts_range(canvas):
+    """Every ``listing`` answer counts up by one from the prompt's first number to its last (the
+    step across a ten never depends on a direction read from the prompt)."""
+    rng = random.Random(canvas)
+    for _ in range(50):
+        problem = make_problem("listing", rng, canvas)
+        first, last = map(int, re.findall(r"\d+", problem["prompt"]))
+        got = [int(line.split(":")[0]) for line in problem["response"].splitlines()]
+        assert got == list(range(first, last + 1)) and "down" not in problem["prompt"]

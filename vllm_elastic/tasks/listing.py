@@ -1,4 +1,4 @@
-"""A numbered list whose range the prompt sets, each number spelled digit by digit (the long family).
+"""A numbered list whose range the prompt sets, each number spelled digit by digit (long answers).
 
 Prompt: ``List the numbers from 130 up to 190, one per line, each followed by its digits in words.``
 Answer::
@@ -8,10 +8,13 @@ Answer::
     ...
     190: one nine zero
 
-Counting down (``from 190 down to 130``) is the other direction. Each line is local: the number is
-the line above plus or minus one (a carry only when a digit wraps) and each word is a lookup of one
-digit. With about 8 tokens a line, a 1024 canvas holds answers of about 900 tokens. Scored by exact
-match of the whole list (every line, in order, nothing missing or extra).
+The count goes up only. Each line is local: the number is the line above plus one (a carry only
+when a digit wraps) and each word is a lookup of one digit. With about 8 tokens a line, a 1024
+canvas holds answers of about 900 tokens. Scored by exact match of the whole list (every line, in
+order, nothing missing or extra). Until 2026-12-07 half the prompts counted down (``from 190 down
+to 130``): trained on ``listing`` alone for 600 updates, a model got a step across a ten right 5
+times of 37 with both directions and 42 of 46 with the count up only, where the step across a
+ten does not depend on a direction read from the prompt (docs/TRAINING.md).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ LOW, HIGH = 100, 999  # three-digit numbers only: every line has the same shape
 # One count per canvas, as ``story``'s: the sampler places a list's line breaks first, before any
 # number is written, so a count drawn per problem would be a look-up the placement cannot make.
 LINES = {256: 28, 512: 57, 1024: 114}
+PROMPT = ("List the numbers from {start} up to {end}, one per line, each followed by its digits "
+          "in words.")  # fmt: skip
 
 
 def spell(n: int) -> str:
@@ -36,12 +41,9 @@ def make_problem(rng: random.Random, canvas: int = 256) -> dict:
     count = LINES[canvas]
     start = rng.randint(LOW, HIGH - count + 1)
     end = start + count - 1
-    if rng.random() < 0.5:
-        numbers, words = range(start, end + 1), f"from {start} up to {end}"
-    else:
-        numbers, words = range(end, start - 1, -1), f"from {end} down to {start}"
-    answer = "\n".join(spell(n) for n in numbers)
-    prompt = f"List the numbers {words}, one per line, each followed by its digits in words."
+    rng.random()  # the direction's draw of before: the held-out files keep their ranges
+    answer = "\n".join(spell(n) for n in range(start, end + 1))
+    prompt = PROMPT.format(start=start, end=end)
     return {"task": "listing", "prompt": prompt, "answer": answer, "response": answer}
 
 
