@@ -25,7 +25,7 @@ def make_problem(rng: random.Random, canvas: int = 256) -> dict:
     count = rng.randint(MIN_LINES, MAX_LINES)
     # the ten crossed, and how many of the lines come before it: the list holds
     # ten - 1 (its last number below the ten) and ten
-    ten = rng.randrange(110, listing.HIGH + 1, 10)
+    ten = rng.randrange(listing.LOW + 10, listing.HIGH + 1, 10)
     below = rng.randint(1, count - 1)  # lines under the ten
     start, end = ten - below, ten - below + count - 1
     answer = "\n".join(listing.spell(n) for n in range(start, end + 1))
