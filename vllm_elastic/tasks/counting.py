@@ -28,9 +28,7 @@ def make_problem(rng: random.Random, canvas: int = 256) -> dict:
     ten = rng.randrange(listing.LOW + 10, listing.HIGH + 1, 10)
     below = rng.randint(1, count - 1)  # lines under the ten
     start, end = ten - below, ten - below + count - 1
-    answer = "\n".join(listing.spell(n) for n in range(start, end + 1))
-    prompt = listing.PROMPT.format(start=start, end=end)
-    return {"task": "counting", "prompt": prompt, "answer": answer, "response": answer}
+    return listing.counted_problem(start, end, task="counting")
 
 
 score = listing.score  # exact match of every line, surrounding whitespace ignored

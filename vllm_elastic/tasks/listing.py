@@ -42,9 +42,15 @@ def make_problem(rng: random.Random, canvas: int = 256) -> dict:
     start = rng.randint(LOW, HIGH - count + 1)
     end = start + count - 1
     rng.random()  # the direction's draw of before: the held-out files keep their ranges
+    return counted_problem(start, end)
+
+
+def counted_problem(start: int, end: int, task: str = "listing") -> dict:
+    """The problem whose answer lists ``start`` up to ``end``, under ``task``'s name (``counting``
+    draws its own ranges and shares the prompt and lines)."""
     answer = "\n".join(spell(n) for n in range(start, end + 1))
     prompt = PROMPT.format(start=start, end=end)
-    return {"task": "listing", "prompt": prompt, "answer": answer, "response": answer}
+    return {"task": task, "prompt": prompt, "answer": answer, "response": answer}
 
 
 def score(text: str, problem: dict) -> bool:
