@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from vllm_elastic.core.checkpoint import load_model
+from vllm_elastic.train import testbed
 from vllm_elastic.train.curve import score_snapshot, snapshots
 from vllm_elastic.train.objective import noise
 from vllm_elastic.train.testbed import parse_args, run_progress, train
@@ -91,3 +92,27 @@ def test_a_run_started_on_a_gpu_resumes_on_the_host(tmp_path):
     a, b = load_model(tmp_path / "cpu" / "model"), load_model(tmp_path / "gpu" / "model")
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-4, msg=name)
+
+
+def _held_out_file(directory, name: str, prompt: str) -> None:
+    directory.mkdir(exist_ok=True)
+    (directory / name).write_text(json.dumps({"prompt": prompt, "answer": "1"}) + "\n")
+
+
+def test_resume_refuses_held_out_files_that_changed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the trainer reads --held-out as a glob under the working dir
+    held = ["--held-out", "held/*.jsonl"]
+    _held_out_file(tmp_path / "held", "a.jsonl", "List the numbers from 100 up to 127.")
+    _run(tmp_path / "run", *held, "--stop-after", "1")
+    _run(tmp_path / "run", *held, "--stop-after", "2")  # the same files: it goes on
+    _held_out_file(tmp_path / "held", "b.jsonl", "List the numbers from 200 up to 227.")
+    with pytest.raises(ValueError, match="held-out files"):
+        _run(tmp_path / "run", *held)
+
+
+def test_a_run_stops_when_the_held_out_files_change_under_it(tmp_path, monkeypatch):
+    reads = iter([{"a"}, {"a", "b"}])  # the files at the run's start, then at its first save
+    monkeypatch.setattr(testbed, "held_out_prompts", lambda pattern: next(reads))
+    with pytest.raises(ValueError, match="held-out files"):
+        _run(tmp_path / "run")
+    assert not (tmp_path / "run" / "state.pt").exists()  # nothing saved past the change

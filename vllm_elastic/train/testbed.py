@@ -10,6 +10,7 @@ a resumed run matches an uninterrupted one. Progress goes to a tqdm bar and ``OU
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import time
@@ -101,6 +102,21 @@ def held_out_prompts(pattern: str) -> set[str]:
     return {row["prompt"] for path in sorted(Path().glob(pattern)) for row in load_jsonl(path)}
 
 
+def held_out_digest(prompts: set[str]) -> str:
+    """A fingerprint of the prompts a run skips. A run reads them once, at its start: if the files
+    change under it, the prompts added since may already have been trained on."""
+    return hashlib.sha256("\n".join(sorted(prompts)).encode()).hexdigest()
+
+
+def check_held_out(saved: str | None, pattern: str, out: Path) -> None:
+    """Refuse to go on when the held-out files are not those the run has skipped so far."""
+    if saved is not None and saved != held_out_digest(held_out_prompts(pattern)):
+        raise ValueError(
+            f"the held-out files ({pattern}) changed since {out} started: it may have trained on "
+            "prompts they now hold. Start a new run (another --out)."
+        )
+
+
 def _resume(
     out: Path, model: LLaDAModel, opt, args: argparse.Namespace
 ) -> tuple[int, float, float]:
@@ -108,6 +124,7 @@ def _resume(
     state = load_state(out)
     if state is None:
         return 0, None, 0.0
+    check_held_out(state.get("held_out_digest"), args.held_out, out)
     saved = {**BEFORE_ARGS, **state["args"]}
     changed = {k for k in SCHEDULE_ARGS if saved.get(k) != getattr(args, k)}
     if changed:
@@ -146,6 +163,7 @@ def train(args: argparse.Namespace) -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1, betas=(0.9, 0.95))
     start_step, ema, wall = _resume(out, model, opt, args)
     held_out = held_out_prompts(args.held_out)
+    digest = held_out_digest(held_out)
     model.train()
     end = min(args.steps, args.stop_after or args.steps)
     bar = tqdm(range(start_step, end), initial=start_step, total=args.steps, desc="train")
@@ -169,7 +187,9 @@ def train(args: argparse.Namespace) -> None:
             done = step + 1
             kept = args.keep_every and done % args.keep_every == 0
             if time.time() - last_save > args.save_minutes * 60 or done == end or kept:
-                extra = {"loss_ema": ema, "wall_s": time.time() - t0, "args": vars(args)}
+                check_held_out(digest, args.held_out, out)
+                extra = {"loss_ema": ema, "wall_s": time.time() - t0, "args": vars(args),
+                         "held_out_digest": digest}  # fmt: skip
                 save_state(out, model, opt, done, extra)
                 export(out, model, tokenizer, done, args.keep_every)
                 last_save = time.time()
