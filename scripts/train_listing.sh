@@ -6,7 +6,7 @@
 #   2. 256, 512 and 1,024 equally, 800 updates at 3e-4: the longer positions;
 #   3. 1,024 alone, 300 updates: where a 1,024 answer stops;
 #   4. 512 and 1,024 equally, 300 updates: where a 512 answer stops, with 1,024 kept.
-# About 30 + 37 + 12 + 14 minutes on 2 idle CPU cores (`--threads 2`, the default here). Resumable:
+# About 24 + 28 + 11 + 11 minutes on 2 idle CPU cores (`--threads 2`, the default here). Resumable:
 # rerunning the script continues the stage it stopped in (RUN/stageN/state.pt, a checkpoint every
 # 5 minutes) and passes over the finished ones. Extra arguments go to every stage's trainer
 # (`python -m vllm_elastic.train.testbed --help`). At the end the weights, tokenizer and the last
