@@ -108,9 +108,10 @@ def held_out_digest(prompts: set[str]) -> str:
     return hashlib.sha256("\n".join(sorted(prompts)).encode()).hexdigest()
 
 
-def check_held_out(saved: str | None, pattern: str, out: Path) -> None:
-    """Refuse to go on when the held-out files are not those the run has skipped so far."""
-    if saved is not None and saved != held_out_digest(held_out_prompts(pattern)):
+def check_held_out(saved: str | None, now: str, pattern: str, out: Path) -> None:
+    """Refuse to go on when the held-out files (digest ``now``) are not those the run has skipped
+    so far (``saved``; None: a state saved before digests were)."""
+    if saved is not None and saved != now:
         raise ValueError(
             f"the held-out files ({pattern}) changed since {out} started: it may have trained on "
             "prompts they now hold. Start a new run (another --out)."
@@ -118,13 +119,14 @@ def check_held_out(saved: str | None, pattern: str, out: Path) -> None:
 
 
 def _resume(
-    out: Path, model: LLaDAModel, opt, args: argparse.Namespace
+    out: Path, model: LLaDAModel, opt, args: argparse.Namespace, digest: str
 ) -> tuple[int, float, float]:
-    """Load ``OUT/state.pt`` if there is one: (next step, loss EMA, wall seconds trained)."""
+    """Load ``OUT/state.pt`` if there is one: (next step, loss EMA, wall seconds trained).
+    ``digest``: the held-out files' digest at this start."""
     state = load_state(out)
     if state is None:
         return 0, None, 0.0
-    check_held_out(state.get("held_out_digest"), args.held_out, out)
+    check_held_out(state.get("held_out_digest"), digest, args.held_out, out)
     saved = {**BEFORE_ARGS, **state["args"]}
     changed = {k for k in SCHEDULE_ARGS if saved.get(k) != getattr(args, k)}
     if changed:
@@ -161,9 +163,9 @@ def train(args: argparse.Namespace) -> None:
     tokenizer = run_tokenizer(out, args.seed, args.init)
     model = initial_model(tokenizer, args).to(args.device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1, betas=(0.9, 0.95))
-    start_step, ema, wall = _resume(out, model, opt, args)
     held_out = held_out_prompts(args.held_out)
     digest = held_out_digest(held_out)
+    start_step, ema, wall = _resume(out, model, opt, args, digest)
     model.train()
     end = min(args.steps, args.stop_after or args.steps)
     bar = tqdm(range(start_step, end), initial=start_step, total=args.steps, desc="train")
@@ -187,7 +189,8 @@ def train(args: argparse.Namespace) -> None:
             done = step + 1
             kept = args.keep_every and done % args.keep_every == 0
             if time.time() - last_save > args.save_minutes * 60 or done == end or kept:
-                check_held_out(digest, args.held_out, out)
+                now = held_out_digest(held_out_prompts(args.held_out))  # changed under the run?
+                check_held_out(digest, now, args.held_out, out)
                 extra = {"loss_ema": ema, "wall_s": time.time() - t0, "args": vars(args),
                          "held_out_digest": digest}  # fmt: skip
                 save_state(out, model, opt, done, extra)
