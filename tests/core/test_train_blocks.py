@@ -265,3 +265,24 @@ def test_a_first_block_share_per_family(tokenizer):
     assert seen == {"listing", "elsewhere"}
     assert first_block_shares(parse_args([])) == FIRST_BLOCK_SHARES == {"listing": 0.5}
     assert first_block_shares(parse_args(["--first-block-share", "0.25"])) == 0.25
+
+
+def test_last_block_share_puts_the_answers_end_in_the_block(tokenizer):
+    """Share 1 (no first-block share): every row's block holds its answer's end, the first EOS
+    at an offset that varies over the rows; share 0 leaves the batches as they were."""
+    offsets = set()
+    for step in range(6):
+        plain = make_batch(0, step, 1.0, tokenizer, 6144, set(), 1.0, 32, ("listing",), 0.0)
+        zero = make_batch(0, step, 1.0, tokenizer, 6144, set(), 1.0, 32, ("listing",), 0.0,
+                          last_block_share=0.0)  # fmt: skip
+        assert torch.equal(plain.ids, zero.ids) and torch.equal(plain.block_start, zero.block_start)
+        last = make_batch(0, step, 1.0, tokenizer, 6144, set(), 1.0, 32, ("listing",), 0.0,
+                          last_block_share=1.0)  # fmt: skip
+        eos = tokenizer.eos_token_id
+        for row in range(last.ids.shape[0]):
+            start = int(last.is_response[row].float().argmax())
+            first_eos = start + int((last.ids[row, start:] == eos).float().argmax())
+            lo, hi = int(last.block_start[row]), int(last.block_end[row])
+            assert lo <= first_eos < hi
+            offsets.add(first_eos - lo)
+    assert len(offsets) >= 10

@@ -135,10 +135,12 @@ def make_batch(
     only: tuple[str, ...] = (),
     first_block_share: float | dict[str, float] = 0.0,
     canvases: tuple[int, ...] = (),
+    last_block_share: float = 0.0,
 ) -> Batch:
     """``first_block_share``: that share of a block batch's rows (or, per family, of that
     family's rows) start their block at the answer's first token (the line written from the
-    prompt alone); ``canvases``: these alone."""
+    prompt alone); ``canvases``: these alone; ``last_block_share``: that share of the other
+    block rows hold the answer's end in their block (``end_block_cut``)."""
     rng = batch_rng(seed, step)
     weights = canvas_weights(progress, canvases)
     canvas = rng.choices(list(weights), list(weights.values()))[0]
@@ -165,7 +167,9 @@ def make_batch(
             share = (first_block_share.get(problem["task"], 0.0)
                      if isinstance(first_block_share, dict) else first_block_share)  # fmt: skip
             first = share > 0 and rng.random() < share
-            cut = 0 if first else rng.randint(0, len(answer))
+            last = not first and last_block_share > 0 and rng.random() < last_block_share
+            cut = (0 if first else end_block_cut(rng, len(answer), block_length) if last
+                   else rng.randint(0, len(answer)))  # fmt: skip
         candidate = rows + [(prompt, answer, cut, _fill_tokens(problem, enc['offset_mapping']))]
         width = max(len(p) for p, _, _, _ in candidate) + _span(candidate, canvas, drills)
         if rows and width * len(candidate) > token_budget:
@@ -190,6 +194,13 @@ def make_batch(
         batch.block_start = torch.tensor(starts)  # [B]
         batch.block_end = torch.tensor(ends)  # [B]
     return batch
+
+
+def end_block_cut(rng: random.Random, answer_len: int, block_length: int) -> int:
+    """A block start whose block holds the answer's end at an offset drawn evenly in the block
+    (0: the block is all EOS after the last line), as the sampler's fixed blocks meet an end that
+    the prompt sets: the block batch where the model decides that the answer is over."""
+    return max(0, answer_len - rng.randint(0, block_length - 1))
 
 
 def _draw_drills(rng: random.Random, weights: dict[str, float]) -> bool:

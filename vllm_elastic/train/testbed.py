@@ -33,10 +33,10 @@ VOCAB_MULTIPLE = 64
 SCHEDULE_ARGS = ("seed", "steps", "batch_tokens", "lr", "warmup", "prefix_share", "block_share",
                  "block_length", "d_model", "n_layers", "n_heads", "mlp", "held_out",
                  "loss_weighting", "only", "first_block_share", "init",
-                 "progress_from", "canvases")  # fmt: skip
+                 "progress_from", "canvases", "last_block_share")  # fmt: skip
 # What a checkpoint saved before an argument existed was trained with.
 BEFORE_ARGS = {"loss_weighting": "llada", "only": [], "first_block_share": 0.0, "init": None,
-               "progress_from": 0.0, "canvases": []}  # fmt: skip
+               "progress_from": 0.0, "canvases": [], "last_block_share": 0.0}  # fmt: skip
 EMA = 0.98
 
 
@@ -175,7 +175,8 @@ def train(args: argparse.Namespace) -> None:
             progress = run_progress(step, args)
             batch = make_batch(args.seed, step, progress, tokenizer, args.batch_tokens, held_out,
                                args.block_share, args.block_length, tuple(args.only),
-                               first_block_shares(args), tuple(args.canvases))  # fmt: skip
+                               first_block_shares(args), tuple(args.canvases),
+                               args.last_block_share)  # fmt: skip
             loss = _update(model, opt, batch, step, args, tokenizer.mask_token_id)
             ema = loss if ema is None else EMA * ema + (1 - EMA) * loss
             bar.set_postfix(loss=f"{ema:.3f}", canvas=batch.canvas)
@@ -224,6 +225,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--first-block-share", type=float, default=None,
         help="share of a block batch's rows whose block starts at the answer's first token, for "
         f"every family (default: per family, {FIRST_BLOCK_SHARES}, the rest 0)",
+    )  # fmt: skip
+    p.add_argument(
+        "--last-block-share", type=float, default=0.0,
+        help="share of the other block rows whose block holds the answer's end (where the "
+        "model decides the answer is over; batches.end_block_cut)",
     )  # fmt: skip
     p.add_argument(
         "--only", nargs="+", default=[], choices=sorted(TRAINING_FAMILIES), metavar="FAMILY",
