@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Train the long-family LLaDA (models/llada-listing): `listing` alone, the count up at canvases 256,
-# 512 and 1,024 (answers of about 230, 460 and 910 tokens), from fixed seeds in four stages
-# (docs/TRAINING.md, "The long-family model"):
+# 512 and 1,024 (answers of about 230, 460 and 910 tokens), from fixed seeds in five stages
+# (docs/TRAINING.md, "The long-family model" and "Stage 5"):
 #   1. canvas 256, 800 updates at the trainer's default rate: the count itself;
 #   2. 256, 512 and 1,024 equally, 800 updates at 3e-4: the longer positions;
 #   3. 1,024 alone, 300 updates: where a 1,024 answer stops;
-#   4. 512 and 1,024 equally, 300 updates: where a 512 answer stops, with 1,024 kept.
-# About 24 + 28 + 11 + 11 minutes on 2 idle CPU cores (`--threads 2`, the default here). Resumable:
-# rerunning the script continues the stage it stopped in (RUN/stageN/state.pt, a checkpoint every
-# 5 minutes) and passes over the finished ones. Extra arguments go to every stage's trainer
-# (`python -m vllm_elastic.train.testbed --help`). At the end the weights, tokenizer and the last
-# stage's log are copied to models/llada-listing (or $OUT).
+#   4. 512 and 1,024 equally, 300 updates: where a 512 answer stops, with 1,024 kept;
+#   5. 512 and 1,024 equally, 300 updates, half of the block rows not at the answer's start
+#      holding its end (--last-block-share): where a 1,024 answer stops, which stage 4 leaves
+#      four lines late.
+# About 24 + 28 + 11 + 11 + 12 minutes on 2 idle CPU cores (`--threads 2`, the default here).
+# Resumable: rerunning the script continues the stage it stopped in (RUN/stageN/state.pt, a
+# checkpoint every 5 minutes) and passes over the finished ones. Extra arguments go to every
+# stage's trainer (`python -m vllm_elastic.train.testbed --help`). At the end the weights,
+# tokenizer and the last stage's log are copied to models/llada-listing (or $OUT).
 #   nice -n 19 scripts/train_listing.sh > runs/listing.log 2>&1 &   # in the background
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +32,8 @@ stage 1 "" --canvases 256 --steps 800 --keep-every 200
 stage 2 1 --canvases 256 512 1024 --lr 3e-4 --warmup 20 --steps 800 --keep-every 200
 stage 3 2 --canvases 1024 --lr 3e-4 --warmup 20 --steps 300 --keep-every 100
 stage 4 3 --canvases 512 1024 --lr 3e-4 --warmup 20 --steps 300 --keep-every 100
+stage 5 4 --canvases 512 1024 --lr 3e-4 --warmup 20 --steps 300 --keep-every 100 \
+    --last-block-share 0.5
 mkdir -p "$OUT"
-cp "$RUN"/stage4/model/* "$RUN"/stage4/train_log.jsonl "$OUT"/
-echo "exported $RUN/stage4/model to $OUT"
+cp "$RUN"/stage5/model/* "$RUN"/stage5/train_log.jsonl "$OUT"/
+echo "exported $RUN/stage5/model to $OUT"

@@ -1,5 +1,5 @@
 """The shipped long-family LLaDA (``models/llada-listing``): its format, a tokenizer that gives back
-a 1,024 answer's text exactly, and right answers on held-out problems at every canvas."""
+a 1,024 answer's text exactly, and whole right answers on held-out problems at every canvas."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from vllm_elastic.core.settings import DecodeSettings
 from vllm_elastic.eval.runner import load, run_problems
-from vllm_elastic.tasks import held_out_path, listing, load_jsonl
+from vllm_elastic.tasks import held_out_path, load_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "models" / "llada-listing"
@@ -23,12 +23,9 @@ MAX_BYTES = 50_000_000
 FLOORS = {
     ("llada", 256): (4, 4),
     ("elastic", 256): (8, 7),
-    ("elastic", 512): (4, 3),
+    ("elastic", 512): (8, 5),
+    ("elastic", 1024): (4, 3),  # whole answers of 911 tokens, the stop included
 }
-# At 1,024 the model counts right but does not stop at the prompt's last number (it writes 3 to 5
-# lines past it): there the test holds the count and the length, not the whole answer.
-LONG_CANVAS, LONG_PROBLEMS = 1024, 2
-MIN_GOOD_LINES = 0.95  # measured: 1 line of 232 in the first 2 answers has words off its number
 
 
 @pytest.fixture(scope="module")
@@ -69,18 +66,3 @@ def test_right_answers_on_held_out_problems(loaded, method, canvas):
     s = DecodeSettings(method=method, gen_length=canvas)
     res = run_problems(model, tok, held_out(canvas)[:n], s, batch_size=n, progress=False)
     assert sum(res.correct) >= floor, res.outputs
-
-
-def test_long_answers_count_right_at_1024(loaded):
-    model, tok = loaded
-    problems = held_out(LONG_CANVAS)[:LONG_PROBLEMS]
-    s = DecodeSettings(method="elastic", gen_length=LONG_CANVAS)
-    res = run_problems(model, tok, problems, s, batch_size=LONG_PROBLEMS, progress=False)
-    for text, problem in zip(res.outputs, problems):
-        lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-        want = problem["answer"].splitlines()
-        assert lines[0] == want[0] and len(lines) >= len(want)  # starts where asked, ends late
-        good = sum(line == listing.spell(int(line.split(":")[0])) for line in lines
-                   if line.split(":")[0].isdigit())  # fmt: skip
-        assert good >= MIN_GOOD_LINES * len(lines), text
-        assert len(tok(text, add_special_tokens=False)["input_ids"]) >= LONG_CANVAS // 2
