@@ -270,6 +270,7 @@ def test_a_first_block_share_per_family(tokenizer):
 def test_last_block_share_puts_the_answers_end_in_the_block(tokenizer):
     """Share 1 (no first-block share): every row's block holds its answer's end, the first EOS
     at an offset that varies over the rows; share 0 leaves the batches as they were."""
+    eos = tokenizer.eos_token_id
     offsets = set()
     for step in range(6):
         plain = make_batch(0, step, 1.0, tokenizer, 6144, set(), 1.0, 32, ("listing",), 0.0)
@@ -278,7 +279,6 @@ def test_last_block_share_puts_the_answers_end_in_the_block(tokenizer):
         assert torch.equal(plain.ids, zero.ids) and torch.equal(plain.block_start, zero.block_start)
         last = make_batch(0, step, 1.0, tokenizer, 6144, set(), 1.0, 32, ("listing",), 0.0,
                           last_block_share=1.0)  # fmt: skip
-        eos = tokenizer.eos_token_id
         for row in range(last.ids.shape[0]):
             start = int(last.is_response[row].float().argmax())
             first_eos = start + int((last.ids[row, start:] == eos).float().argmax())

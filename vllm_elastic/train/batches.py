@@ -167,9 +167,12 @@ def make_batch(
             share = (first_block_share.get(problem["task"], 0.0)
                      if isinstance(first_block_share, dict) else first_block_share)  # fmt: skip
             first = share > 0 and rng.random() < share
-            last = not first and last_block_share > 0 and rng.random() < last_block_share
-            cut = (0 if first else end_block_cut(rng, len(answer), block_length) if last
-                   else rng.randint(0, len(answer)))  # fmt: skip
+            if first:
+                cut = 0
+            elif last_block_share > 0 and rng.random() < last_block_share:
+                cut = end_block_cut(rng, len(answer), block_length)
+            else:
+                cut = rng.randint(0, len(answer))
         candidate = rows + [(prompt, answer, cut, _fill_tokens(problem, enc['offset_mapping']))]
         width = max(len(p) for p, _, _, _ in candidate) + _span(candidate, canvas, drills)
         if rows and width * len(candidate) > token_budget:
