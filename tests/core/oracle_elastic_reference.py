@@ -82,6 +82,7 @@ def _elastic_layer_attention(ref, cache, layer, h, cur, st, trace, knobs) -> tor
         before = ref.probs(q_before, keys_before)  # [H, R, N]
         sim = drift_similarity(before, now, knobs["cosine"])
         trace.similarities.append(sim)
+        trace.similarity_layers.append(layer)
         trace.gamma_margin = min(trace.gamma_margin, abs(sim - knobs["gamma"]))
         if sim < knobs["gamma"]:
             st.triggered_from = layer + 1

@@ -40,6 +40,7 @@ class Trace:
     rows_computed: int = 0
     refreshes: list[int] = field(default_factory=list)
     similarities: list[float] = field(default_factory=list)  # every drift test's similarity
+    similarity_layers: list[int] = field(default_factory=list)  # the layer of each of them
     refresh_starts: list[int] = field(default_factory=list)  # per forward: first full layer or -1
     query_rows: list[int] = field(default_factory=list)  # per forward: rows computed at layer 0
     tracked: list[list[int]] = field(default_factory=list)  # per forward: Elastic's tracked keys

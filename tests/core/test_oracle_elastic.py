@@ -5,12 +5,15 @@ written again as a plain loop over one sequence, with its own attention, RoPE an
 case decodes prompts of different lengths in one ``generate`` batch and compares every sequence's
 tokens, EOS flag, NFE, per-layer refresh counts and rows computed (``assert_same_decode``, which
 also rejects a drift similarity within ``GAMMA_MARGIN`` of gamma or a commit decision within
-float noise). Each case checks that the path it is named for really ran: a window smaller than
+float noise), and the drift tests' per-layer count, sum and lowest similarity (the decoder's
+``ComputeStats``). Each case checks that the path it is named for really ran: a window smaller than
 the canvas with parallel commits, EOS for some prompts and not others, drift refreshes starting
 at several layers. The gammas were picked by scanning them with the reference on this model.
 """
 
 from __future__ import annotations
+
+import math
 
 import pytest
 from oracle_elastic_reference import elastic_reference
@@ -72,6 +75,8 @@ def check_batch(model, prompts, knobs: dict, needs: set[str]):
     for i, (trace, result) in enumerate(zip(traces, results, strict=True)):
         assert_same_decode(trace, result, MASK_ID, model.config.eos_token_id, f"prompt {i}")
         assert result.stats.refresh_wait_steps == 0  # generate grants every deferred refresh
+        if knobs.get("refresh", "drift") == "drift":
+            assert_same_drift_record(trace, result.stats, f"prompt {i}")
     if "drift" in needs:
         starts = [{s for s in t.refresh_starts[1:] if s >= 0} for t in traces]
         assert any(len(s) >= 2 for s in starts), f"refresh start layers per prompt: {starts}"
@@ -84,6 +89,15 @@ def check_batch(model, prompts, knobs: dict, needs: set[str]):
     if "parallel" in needs:
         assert max(t.max_commit for t in traces) > 1
     return traces
+
+
+def assert_same_drift_record(trace, stats, where: str) -> None:
+    """The per-layer count, sum and lowest of the drift similarities equal the reference's."""
+    for layer in range(len(stats.drift_tests)):
+        sims = [s for s, at in zip(trace.similarities, trace.similarity_layers) if at == layer]
+        assert stats.drift_tests[layer] == len(sims), f"{where}, layer {layer}"
+        assert math.isclose(stats.drift_sum[layer], sum(sims), rel_tol=1e-5, abs_tol=1e-9)
+        assert math.isclose(stats.drift_min[layer], min(sims, default=math.inf), rel_tol=1e-5)
 
 
 @pytest.mark.parametrize("case", list(CASES))

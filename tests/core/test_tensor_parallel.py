@@ -16,6 +16,7 @@ from random_llada import random_model, random_prompts
 from torch import nn
 
 from vllm_elastic.core import policy
+from vllm_elastic.core.accounting import same_stats
 from vllm_elastic.core.generate import generate, new_state, step
 from vllm_elastic.core.kv_pool import KVPool
 from vllm_elastic.core.model import apply_rope
@@ -153,7 +154,7 @@ def test_two_head_shards_decide_as_the_whole_model(name):
     (r0, steps, calls0), (r1, _, calls1) = sharded_generate(model, prompts, s)
     assert [r.tokens for r in r0] == [r.tokens for r in r1] == [r.tokens for r in whole]
     assert [r.stats.to_dict() for r in r0] == [r.stats.to_dict() for r in r1]
-    assert [r.stats.to_dict() for r in r0] == [r.stats.to_dict() for r in whole]
+    assert all(same_stats(a.stats.to_dict(), b.stats.to_dict()) for a, b in zip(r0, whole))
     assert calls0 == calls1 <= steps * model.num_layers  # one statistics reduce per layer at most
     if name.startswith("elastic"):
         assert calls0 > 0 and any(sum(r.stats.refreshes) for r in whole)

@@ -94,21 +94,14 @@ class VLLMBench:
         wall_s = time.perf_counter() - start
         bar.close()
         stats = self._stats([f"{tag}-{i}" for i in range(len(prompts))])
-        num_layers = len(stats[0]["refreshes_per_layer"]) if stats else 0
-        res = RunResult([], [], 0, wall_s, [], 0, 0, [0] * num_layers)
+        res = RunResult([], [], 0, wall_s, [], 0, 0)
         for problem, toks, st in zip(problems, tokens, stats):
             cut = toks[: toks.index(self.eos_id)] if self.eos_id in toks else toks
             text = self.tokenizer.decode(cut, skip_special_tokens=True)
             res.outputs.append(text)
             res.correct.append(score(text, problem))
             res.output_tokens += len(cut)
-            res.nfe.append(st["nfe"])
-            res.rows_computed += st["rows_computed"]
-            res.rows_nocache += st["rows_nocache"]
-            res.refresh_wait_steps += st["refresh_wait_steps"]
-            res.refreshes_per_layer = [
-                a + b for a, b in zip(res.refreshes_per_layer, st["refreshes_per_layer"])
-            ]
+            res.add_stats(st)
         return res
 
     def _decode(

@@ -132,6 +132,7 @@ def _account(stats: ComputeStats, plan: SeqPlan, result: SeqResult, num_layers: 
     stats.nfe += 1
     stats.rows_computed += result.rows_computed
     stats.rows_nocache += plan.length * num_layers
+    stats.observe_drift(result.similarity)
     if not plan.first:
         for layer in range(result.refresh_from, num_layers):
             stats.refreshes[layer] += 1

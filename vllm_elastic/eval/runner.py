@@ -30,6 +30,34 @@ class RunResult:
     rows_nocache: int
     refreshes_per_layer: list[int] = field(default_factory=list)
     refresh_wait_steps: int = 0  # deferred refresh: steps refreshes waited for a grant, summed
+    drift_tests: list[int] = field(default_factory=list)  # per layer, over every sequence
+    drift_sum: list[float] = field(default_factory=list)
+    drift_min: list[float | None] = field(default_factory=list)  # None: no test at that layer
+
+    def add_stats(self, stats: dict) -> None:
+        """Add one sequence's ``ComputeStats.to_dict()`` to the counters."""
+        self.nfe.append(stats["nfe"])
+        self.rows_computed += stats["rows_computed"]
+        self.rows_nocache += stats["rows_nocache"]
+        self.refresh_wait_steps += stats["refresh_wait_steps"]
+        refreshes, tests = stats["refreshes_per_layer"], stats["drift_tests_per_layer"]
+        sums = stats["drift_similarity_sum_per_layer"]
+        mins = stats["drift_similarity_min_per_layer"]
+        if not self.refreshes_per_layer:
+            num_layers = len(refreshes)
+            self.refreshes_per_layer, self.drift_tests = [0] * num_layers, [0] * num_layers
+            self.drift_sum, self.drift_min = [0.0] * num_layers, [None] * num_layers
+        self.refreshes_per_layer = [a + b for a, b in zip(self.refreshes_per_layer, refreshes)]
+        self.drift_tests = [a + b for a, b in zip(self.drift_tests, tests)]
+        self.drift_sum = [a + b for a, b in zip(self.drift_sum, sums)]
+        self.drift_min = [
+            b if a is None else a if b is None else min(a, b) for a, b in zip(self.drift_min, mins)
+        ]
+
+    @property
+    def drift_mean(self) -> list[float | None]:
+        """Per layer, the mean drift similarity over every test (None: no test ran there)."""
+        return [s / n if n else None for s, n in zip(self.drift_sum, self.drift_tests)]
 
     @property
     def accuracy(self) -> float:
@@ -61,7 +89,7 @@ def run_problems(
 ) -> RunResult:
     """Decode ``problems`` in batches of ``batch_size`` and score each output."""
     prompts = [encode_prompt(tokenizer, p["prompt"], chat) for p in problems]
-    res = RunResult([], [], 0, 0.0, [], 0, 0, [0] * model.num_layers)
+    res = RunResult([], [], 0, 0.0, [], 0, 0)
     bar = tqdm(
         total=len(prompts), desc=desc or settings.method, disable=not progress, unit="prompt"
     )
@@ -74,13 +102,7 @@ def run_problems(
             res.outputs.append(text)
             res.correct.append(score(text, problem))
             res.output_tokens += len(r.tokens)
-            res.nfe.append(r.stats.nfe)
-            res.rows_computed += r.stats.rows_computed
-            res.rows_nocache += r.stats.rows_nocache
-            res.refresh_wait_steps += r.stats.refresh_wait_steps
-            res.refreshes_per_layer = [
-                a + b for a, b in zip(res.refreshes_per_layer, r.stats.refreshes)
-            ]
+            res.add_stats(r.stats.to_dict())
         bar.update(len(results))
         bar.set_postfix(acc=f"{res.accuracy:.3f}")
     bar.close()
