@@ -127,12 +127,15 @@ def elastic_reference(
     refresh_mode: str = "immediate",
     early_stop: bool = False,
     full_refresh_every: int | None = None,
+    refresh_start: str = "above",
 ) -> Trace:
     """Elastic-Cache decode of one prompt. ``refresh``: ``drift`` (the authors'), ``always`` (every
     layer every step), ``never`` (no drift test). ``refresh_mode="deferred"``: a step's first drift
     trigger at layer l* does not refresh that step (and ends its drift tests); the next step
     recomputes every position from layer l*+1 on. ``full_refresh_every`` K: every K-th step also
-    recomputes every position from layer 0 (a pending deferred refresh is then dropped)."""
+    recomputes every position from layer 0 (a pending deferred refresh is then dropped).
+    ``refresh_start="first"`` (deferred only): the step after a trigger below the last layer
+    recomputes every position from layer 0 instead of l*+1."""
     knobs = dict(
         track_num=track_num, gamma=gamma, cosine=cosine, refresh=refresh, refresh_mode=refresh_mode
     )
@@ -163,6 +166,8 @@ def elastic_reference(
         trace.tracked.append(tracked)
         if refresh_mode == "deferred" and st.triggered_from is not None:
             pending = st.triggered_from
+            if refresh_start == "first" and pending < num_layers:
+                pending = 0  # a trigger at the last layer has no layer above it: no refresh
         conf, tokens = confidence(trace, logits)
         keep = commit_choice(trace, conf, threshold, tokens_per_step)
         newdec = [st.logit_rows[i] for i in keep]

@@ -29,6 +29,8 @@ BAD_SETTINGS = [
     ({"seed": 2**64}, "seed"),
     ({"temperature": "inf"}, "temperature"),
     ({"logprobs": -2}, "logprobs"),
+    ({"refresh_start": "middle"}, "refresh_start"),
+    ({"refresh_start": "first"}, "needs refresh_mode 'deferred'"),
 ]
 
 

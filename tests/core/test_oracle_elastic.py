@@ -48,6 +48,10 @@ CASES = {
         dict(gamma=0.905, refresh_mode="deferred", full_refresh_every=3), {"drift", "full"}
     ),
     "refresh-never": (dict(refresh="never"), {"eos", "parallel"}),
+    # a triggered refresh recomputes every layer from layer 0 at the next step
+    "deferred-from-first-layer": (
+        dict(gamma=0.9, refresh_mode="deferred", refresh_start="first"), {"full", "parallel"}
+    ),
 }
 
 

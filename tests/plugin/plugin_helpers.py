@@ -26,6 +26,11 @@ METHODS = {
     "elastic-track2": {"method": "elastic", "gamma": 0.95, "track_num": 2, "block_caching": False},
     # gamma 0.99: the drift test fires at both upper layers of this checkpoint (refreshes deferred)
     "elastic-deferred": {"method": "elastic", "gamma": 0.99, "window": 8, "refresh_mode": "deferred"},
+    # the same, each refresh recomputing every layer from layer 0
+    "elastic-first-layer": {
+        "method": "elastic", "gamma": 0.99, "window": 8, "refresh_mode": "deferred",
+        "refresh_start": "first",
+    },
     "fastdllm": {"method": "fastdllm", "cache": "dual", "threshold": 0.8},
     "llada": {"method": "llada", "steps": 16},
 }

@@ -15,6 +15,17 @@ COSINE_OVER_KEYS = "key"  # the paper's text: cosine of each attention row over 
 COSINE_MODES = (COSINE_OVER_HEADS, COSINE_OVER_KEYS)
 COSINE_EPS = 1e-8  # F.cosine_similarity's default: norms below it are clamped
 
+# Where a refresh that a drift test triggered starts, from the layer above the first layer whose
+# test fired. "above" (the authors' code): that layer, from its cached inputs, whose rows outside
+# the step's queries come from layers that were not recomputed. "first": every layer from layer 0,
+# so the cache is exact again; the forward whose test fired has already run the layers below it,
+# so this needs the deferred mode (the next step refreshes). In both, a test that fires at the last
+# layer starts no refresh (no layer lies above it), as in the authors' code.
+REFRESH_STARTS = {
+    "above": lambda fired_above: fired_above,
+    "first": lambda fired_above: 0,
+}
+
 
 def forbid_mask(scores: torch.Tensor, mask_id: int) -> torch.Tensor:
     """``scores`` ([..., V] logits or probabilities) with the MASK column at -inf (a copy).

@@ -6,7 +6,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from .policy import COSINE_MODES
+from .policy import COSINE_MODES, REFRESH_STARTS
 
 METHODS = ("llada", "fastdllm", "elastic")
 REMASKING = ("low_confidence", "random")
@@ -45,6 +45,9 @@ class DecodeSettings:
     # "immediate": refresh inside the forward where the drift test fires (the authors' code);
     # "deferred": the trigger is reported and the refresh runs at the start of the next step
     refresh_mode: str = "immediate"
+    # where a triggered refresh starts: "above" the first layer that fired (the authors' code) or
+    # at the "first" layer (deferred mode only; policy.REFRESH_STARTS)
+    refresh_start: str = "above"
     # also recompute every layer for all N positions on every K-th step, from layer 0 (Fast-dLLM's
     # kind of refresh). A drift refresh starts one layer above the first layer whose test fired,
     # from that layer's cached inputs, so the first layer's outputs outside a step's rows are never
@@ -89,6 +92,12 @@ class DecodeSettings:
         _choice("cosine", self.cosine, COSINE_MODES)
         _choice("refresh", self.refresh, REFRESH_POLICIES)
         _choice("refresh_mode", self.refresh_mode, REFRESH_MODES)
+        _choice("refresh_start", self.refresh_start, tuple(REFRESH_STARTS))
+        if self.refresh_start == "first" and self.refresh_mode != "deferred":
+            raise ValueError(
+                "refresh_start 'first' needs refresh_mode 'deferred': the forward whose drift test "
+                "fires has already run the layers below it, so the next step refreshes"
+            )
         _choice("remasking", self.remasking, REMASKING)
         _choice("cache", self.cache, FASTDLLM_CACHES)
         if self.gen_length <= 0:

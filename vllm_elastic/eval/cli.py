@@ -8,8 +8,9 @@ from ..core.settings import DecodeSettings
 
 KNOBS = {
     "window": int, "threshold": float, "gamma": float, "track_num": int, "tokens_per_step": int,
-    "cosine": str, "refresh": str, "refresh_mode": str, "steps": int, "block_length": int,
-    "temperature": float, "remasking": str, "cache": str, "seed": int, "full_refresh_every": int,
+    "cosine": str, "refresh": str, "refresh_mode": str, "refresh_start": str, "steps": int,
+    "block_length": int, "temperature": float, "remasking": str, "cache": str, "seed": int,
+    "full_refresh_every": int,
 }
 
 

@@ -9,7 +9,8 @@ tokens with confidence >= threshold are committed (at least one); the most-atten
 tracked next step; positions after the first committed EOS are never decoded.
 
 ``refresh_mode="deferred"``: the drift test's trigger only leaves a refresh pending (from l*+1,
-the lowest layer if several triggers wait); the step after it is granted (``grant_refresh``)
+or from layer 0 with ``refresh_start="first"``; the lowest layer if several triggers wait); the
+step after it is granted (``grant_refresh``)
 starts with that refresh. Until then the sequence decodes on its stale cache, and every step it
 waits counts in ``stats.refresh_wait_steps``.
 """
@@ -115,7 +116,8 @@ class ElasticState(CanvasState):
         attended = result.attended[:, : self.settings.track_num]
         self.tracked = np.unique(attended[attended >= 0])  # union over layers, ascending
         if result.deferred_from < self.num_layers:  # several waiting triggers: the lowest layer
-            self._pending_from = min(self._pending_from, result.deferred_from)
+            start = policy.REFRESH_STARTS[self.settings.refresh_start](result.deferred_from)
+            self._pending_from = min(self._pending_from, start)
         committed, values = window[result.keep], result.tokens[result.keep]
         c.x[committed] = values
         self.record_commit(committed, result)
