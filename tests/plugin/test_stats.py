@@ -63,7 +63,8 @@ def test_bench_vllm_rows_match_reference(tmp_path):
         assert g["output_tokens"] == r["output_tokens"] and g["settings"] == r["settings"]
         assert g["nfe_mean"] > 0 and 0 < g["layer_token_fraction"] <= 1
         for row in (r, g):  # elastic's drift tests ran at every layer; the others run none
-            means, lows = row["drift_similarity_mean_per_layer"], row["drift_similarity_min_per_layer"]
+            means = row["drift_similarity_mean_per_layer"]
+            lows = row["drift_similarity_min_per_layer"]
             if row["method"] != "elastic":
                 assert set(means) == set(lows) == {None}
                 continue
