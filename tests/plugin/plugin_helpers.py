@@ -7,7 +7,9 @@ accepts), with weights scaled so that outputs vary and some requests end on EOS.
 from __future__ import annotations
 
 import itertools
+import json
 import os
+from pathlib import Path
 
 import torch
 
@@ -20,6 +22,9 @@ from vllm_elastic.core.settings import DecodeSettings
 MASK_ID, EOS_ID, VOCAB = 63, 6, 64
 GEN_LENGTH = 32
 ENGINE_WIDE = {"block_length": 16}  # additional_config={"elastic": ENGINE_WIDE}
+# the checkpoint's own defaults (its generation_config.json): under ENGINE_WIDE (block_length) and
+# under a request's extra_args (every METHODS entry but elastic-track2 sets its window)
+CHECKPOINT_DEFAULTS = {"window": 12, "block_length": 8}
 PROMPTS = [[(7 * i + 3 * j) % 60 for j in range(n)] for i, n in enumerate([3, 9, 17, 5, 26, 12])]
 METHODS = {
     "elastic": {"method": "elastic", "gamma": 0.9, "window": 8, "threshold": 0.9},
@@ -71,11 +76,13 @@ def write_checkpoint(directory) -> None:
         model.transformer["wte"].weight.mul_(3.0)
         model.transformer["ff_out"].weight.mul_(6.0)
     save_model(model, directory)
+    config = {"elastic": CHECKPOINT_DEFAULTS}
+    (Path(directory) / "generation_config.json").write_text(json.dumps(config))
 
 
 def settings_for(extra) -> DecodeSettings:
     """The core settings a request with ``extra_args=extra`` gets from the test engines."""
-    base = DecodeSettings.from_dict(ENGINE_WIDE)
+    base = DecodeSettings.from_dict(ENGINE_WIDE, DecodeSettings.from_dict(CHECKPOINT_DEFAULTS))
     return DecodeSettings.from_dict({**extra, "gen_length": GEN_LENGTH}, base)
 
 

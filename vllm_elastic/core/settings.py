@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from .policy import COSINE_MODES, REFRESH_STARTS
 
@@ -21,6 +23,13 @@ DEFAULT_GAMMA = 0.9  # drift threshold γ
 DEFAULT_BLOCK_LENGTH = 32  # LLaDA demo and Fast-dLLM block size
 ALL_LOGPROBS = -1  # logprobs=-1: every token of the vocabulary is an alternative (as in vLLM)
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
+# A checkpoint's own decoding defaults: the "elastic" block of its generation_config.json, where
+# Hugging Face checkpoints keep their sampling defaults (vLLM reads the same file for its own).
+MODEL_DEFAULTS_FILE = "generation_config.json"
+MODEL_DEFAULTS_KEY = "elastic"
+# Per request, never a checkpoint's: the canvas is the request's max_tokens, and temperature, seed
+# and logprobs are the request's sampling parameters (temperature: the generation config's own key).
+PER_REQUEST_KEYS = ("gen_length", "temperature", "seed", "logprobs")
 
 
 @dataclass(slots=True, frozen=True)
@@ -146,6 +155,35 @@ class DecodeSettings:
             kind = int if key in OPTIONAL_INTS else type(getattr(base, key))
             changes[key] = _coerce(key, value, kind)
         return dataclasses.replace(base, **changes).validate()
+
+
+def defaults_from_generation_config(config: dict, source: str) -> DecodeSettings:
+    """The settings a checkpoint ships: ``config[MODEL_DEFAULTS_KEY]`` (any DecodeSettings field
+    but ``PER_REQUEST_KEYS``) over the authors' defaults; the authors' defaults where it is absent.
+
+    How far attention drifts between steps, and so the gamma that keeps a model's answers, is a
+    property of the model (the authors' scripts set it per task: 0.9, and 0.98 for HumanEval), so
+    it travels with the weights. config: the generation config as a dict; source names it in errors.
+    """
+    raw = config.get(MODEL_DEFAULTS_KEY) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source}: {MODEL_DEFAULTS_KEY!r} must be a dict, got {raw!r}")
+    bad = sorted(set(raw) & set(PER_REQUEST_KEYS))
+    if bad:
+        raise ValueError(f"{source}: {bad} are set per request, not as a checkpoint's default")
+    try:
+        return DecodeSettings.from_dict(raw)
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
+
+
+def model_defaults(model_dir: str | Path) -> DecodeSettings:
+    """``defaults_from_generation_config`` of a checkpoint directory (the authors' defaults for a
+    directory without the file, or a name that is not a directory)."""
+    path = Path(model_dir) / MODEL_DEFAULTS_FILE
+    if not path.is_file():
+        return DecodeSettings()
+    return defaults_from_generation_config(json.loads(path.read_text()), str(path))
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

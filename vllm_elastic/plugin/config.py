@@ -10,6 +10,7 @@ the updated config (``vllm/model_executor/models/config.py``).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 from transformers.configuration_utils import PreTrainedConfig
@@ -17,6 +18,7 @@ from vllm.logger import init_logger
 from vllm.model_executor.models.config import VerifyAndUpdateConfig
 
 from ..core.config import LLaDAConfig
+from ..core.settings import DecodeSettings
 from . import TOKENIZER_MODE, patches, settings
 
 if TYPE_CHECKING:
@@ -72,13 +74,23 @@ class ElasticConfigHook(VerifyAndUpdateConfig):
         _default_temperature(model, defaults.temperature)
         patches.apply_prompt_free_detokenizer()
         logger.info(
-            "vllm-elastic: %s uses worker %s and scheduler %s; turned off: %s; default method %s",
+            "vllm-elastic: %s uses worker %s and scheduler %s; turned off: %s; default method %s; "
+            "defaults other than the authors' (checkpoint, then additional_config): %s",
             ARCHITECTURE,
             par.worker_cls,
             SCHEDULER_CLS,
             ", ".join(turned_off) or "nothing",
             defaults.method,
+            _changed(defaults) or "none",
         )
+
+
+def _changed(defaults: DecodeSettings) -> str:
+    """The settings where ``defaults`` differ from the authors' (``DecodeSettings()``)."""
+    authors = DecodeSettings()
+    names = [f.name for f in dataclasses.fields(DecodeSettings)]
+    changed = [n for n in names if getattr(defaults, n) != getattr(authors, n)]
+    return ", ".join(f"{n}={getattr(defaults, n)!r}" for n in changed)
 
 
 def _worker_cls(vllm_config: VllmConfig) -> str:

@@ -87,7 +87,9 @@ class ElasticRunnerMixin:
         self.decodes: dict[str, RequestDecode] = {}
         self.recent_stats = RecentStats()  # of finished requests, for plugin.stats.request_stats
         self.pending_metrics = PendingMetrics()  # drained by the server's /metrics (metrics.py)
-        self.engine_defaults = settings.engine_settings(self.vllm_config.additional_config)
+        self.engine_defaults = settings.engine_settings(
+            self.vllm_config.additional_config, self.vllm_config.model_config
+        )
         self.step_pending = False  # execute_model saw scheduled tokens; _sample has not run yet
         self.step_tokens: list[list[int]] = []  # the step's new tokens per request (batch order)
         self.step_logprobs: list[list[TokenLogprobs] | None] = []  # their records, if asked

@@ -1,6 +1,8 @@
-"""Decoding settings from vLLM: engine-wide ``additional_config={"elastic": {...}}`` and per request
-``SamplingParams.extra_args`` (the OpenAI server's ``vllm_xargs``), parsed by the core's
-``DecodeSettings.from_dict`` so that there is one set of names, defaults and error messages.
+"""Decoding settings from vLLM, each over the one before: the checkpoint's defaults (the
+``"elastic"`` block of its ``generation_config.json``), engine-wide
+``additional_config={"elastic": {...}}``, and per request ``SamplingParams.extra_args`` (the OpenAI
+server's ``vllm_xargs``), parsed by the core's ``DecodeSettings.from_dict`` so that there is one
+set of names, defaults and error messages.
 
 ``max_tokens`` is the canvas length (``gen_length``); ``temperature`` and ``seed`` are LLaDA's
 Gumbel-max sampling (a request with no seed and a temperature above 0 gets a fresh random seed, as
@@ -24,12 +26,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 
-from ..core.settings import SEED_RANGE, DecodeSettings
+from ..core.settings import SEED_RANGE, DecodeSettings, defaults_from_generation_config
 from .sampling import check_sampling_params
 
 if TYPE_CHECKING:
     from vllm import SamplingParams
-    from vllm.config import VllmConfig
+    from vllm.config import ModelConfig, VllmConfig
 
 ADDITIONAL_CONFIG_KEY = "elastic"  # additional_config={"elastic": {...}}
 VALIDATOR_QUALNAME = "vllm_elastic.plugin.settings:ElasticSettingsValidator"
@@ -45,15 +47,28 @@ ENGINE_ONLY_KEYS = (REFRESH_BUDGET_KEY, STEPS_PER_SCHEDULE_KEY)
 _engine_defaults: DecodeSettings | None = None
 
 
-def engine_settings(additional_config: dict[str, Any] | None) -> DecodeSettings:
-    """Parse ``additional_config["elastic"]`` (raises ValueError with the offending key)."""
+def engine_settings(
+    additional_config: dict[str, Any] | None, model_config: ModelConfig | None = None
+) -> DecodeSettings:
+    """Parse ``additional_config["elastic"]`` over the checkpoint's defaults (``model_defaults``;
+    raises ValueError with the offending key)."""
     raw = _elastic_config(additional_config)
     if "gen_length" in raw:
         raise ValueError("gen_length is set per request by max_tokens, not in additional_config")
     engine_refresh_budget(additional_config)
     engine_steps_per_schedule(additional_config)
     raw = {k: v for k, v in raw.items() if k not in ENGINE_ONLY_KEYS}
-    return DecodeSettings.from_dict(raw)
+    return DecodeSettings.from_dict(raw, model_defaults(model_config))
+
+
+def model_defaults(model_config: ModelConfig | None) -> DecodeSettings:
+    """The checkpoint's decoding defaults (the ``"elastic"`` block of its generation config), read
+    the way vLLM reads its sampling defaults: ``--generation-config auto`` (the default) from the
+    model, a folder from there, ``vllm`` none (the authors' defaults)."""
+    if model_config is None or model_config.generation_config == "vllm":
+        return DecodeSettings()
+    source = f"the generation config of {model_config.model}"
+    return defaults_from_generation_config(model_config.try_get_generation_config(), source)
 
 
 def engine_refresh_budget(additional_config: dict[str, Any] | None) -> int | None:
@@ -125,7 +140,7 @@ def _seed(params: SamplingParams, base: DecodeSettings) -> int:
 
 def set_engine_defaults(vllm_config: VllmConfig) -> DecodeSettings:
     global _engine_defaults
-    _engine_defaults = engine_settings(vllm_config.additional_config)
+    _engine_defaults = engine_settings(vllm_config.additional_config, vllm_config.model_config)
     return _engine_defaults
 
 
