@@ -1,5 +1,6 @@
 """A checkpoint's own decoding defaults: the "elastic" block of its generation_config.json,
-under the command line's flags (the plugin's reading through vLLM: tests/plugin/test_checkpoint_defaults.py)."""
+under the command line's flags (the plugin reads it through vLLM:
+tests/plugin/test_checkpoint_defaults.py)."""
 
 from __future__ import annotations
 
