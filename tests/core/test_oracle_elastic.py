@@ -82,7 +82,8 @@ def check_batch(model, prompts, knobs: dict, needs: set[str]):
         # refresh="never": the decoder still measures the similarity (nothing fires), the
         # reference measures none
         if knobs.get("refresh", "drift") == "drift":
-            assert_same_drift_record(trace, result.stats, f"prompt {i}")
+            gamma = knobs.get("gamma", DecodeSettings().gamma)
+            assert_same_drift_record(trace, result.stats, gamma, f"prompt {i}")
     if "drift" in needs:
         starts = [{s for s in t.refresh_starts[1:] if s >= 0} for t in traces]
         assert any(len(s) >= 2 for s in starts), f"refresh start layers per prompt: {starts}"
@@ -97,11 +98,13 @@ def check_batch(model, prompts, knobs: dict, needs: set[str]):
     return traces
 
 
-def assert_same_drift_record(trace, stats, where: str) -> None:
-    """The per-layer count, sum and lowest of the drift similarities equal the reference's."""
+def assert_same_drift_record(trace, stats, gamma: float, where: str) -> None:
+    """The per-layer count, sum and lowest of the drift similarities, and the tests that fired,
+    equal the reference's."""
     for layer in range(len(stats.drift_tests)):
         sims = [s for s, at in zip(trace.similarities, trace.similarity_layers) if at == layer]
         assert stats.drift_tests[layer] == len(sims), f"{where}, layer {layer}"
+        assert stats.drift_fires[layer] == sum(s < gamma for s in sims), f"{where}, layer {layer}"
         assert math.isclose(stats.drift_sum[layer], sum(sims), rel_tol=1e-5, abs_tol=1e-9)
         assert math.isclose(stats.drift_min[layer], min(sims, default=math.inf), rel_tol=1e-5)
 

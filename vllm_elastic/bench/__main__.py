@@ -16,12 +16,15 @@ outputs are encoded and decoded the same way for all three.
 
 JSON schema: {"runs": [{"engine", "method", "gen_length", "num_prompts", "concurrency", "accuracy",
 "output_tokens", "wall_s", "tokens_per_s", "speedup", "nfe_mean", "layer_token_fraction",
-"refreshes_per_layer", "refresh_wait_steps", "drift_similarity_mean_per_layer",
-"drift_similarity_min_per_layer", "settings", "outputs"}, ...], "machine", "date",
-"command"}; ``server`` rows add "requests", "requests_per_s", "ttft_p50_s", "ttft_p99_s",
-"latency_p50_s", "latency_p99_s" and per-request "ttft_s", "latency_s", "finish_reasons" (see
-``bench/server_engine.py``). ``refresh_wait_steps``: steps deferred refreshes waited for the scheduler's grant
+"refreshes_per_layer", "refresh_wait_steps", "drift_fires_per_layer",
+"drift_similarity_mean_per_layer", "drift_similarity_min_per_layer", "settings", "outputs"}, ...],
+"machine", "date", "command"}; ``server`` rows add "requests", "requests_per_s", "ttft_p50_s",
+"ttft_p99_s", "latency_p50_s", "latency_p99_s" and per-request "ttft_s", "latency_s",
+"finish_reasons" (see ``bench/server_engine.py``). ``refresh_wait_steps``: steps deferred
+refreshes waited for the scheduler's grant
 (summed over prompts; ``--refresh-budget`` limits the grants per step, vllm engine only).
+``drift_fires_per_layer``: the drift tests that fired at each layer (with a refresh from layer 0,
+``refreshes_per_layer`` is the same at every layer and does not show them).
 ``drift_similarity_mean_per_layer`` / ``_min_``: the drift tests' similarity at each layer over
 every step and prompt (null: no test ran there); a gamma above them fires (reference and vllm
 engines).
@@ -95,6 +98,7 @@ def run_row(engine, method, concurrency, args, run, problems) -> dict:
         "layer_token_fraction": res.layer_token_fraction,
         "refreshes_per_layer": res.refreshes_per_layer,
         "refresh_wait_steps": res.refresh_wait_steps,
+        "drift_fires_per_layer": res.drift_fires,
         "drift_similarity_mean_per_layer": res.drift_mean,
         "drift_similarity_min_per_layer": res.drift_min,
         "settings": dataclasses.asdict(settings), "outputs": res.outputs,

@@ -18,7 +18,8 @@ class ComputeStats:
     refresh_wait_steps: steps a deferred refresh waited for its grant past the step right after
     its trigger (0 unless an engine's refresh budget delays it; core/decoders/elastic.py);
     drift_tests[l], drift_sum[l], drift_min[l]: how many drift tests ran at layer l, the sum and the
-    lowest of their similarities (inf: none ran), so that a user can see which gamma would fire.
+    lowest of their similarities (inf: none ran), so that a user can see which gamma would fire;
+    drift_fires[l]: the tests at layer l that fired (similarity below the sequence's gamma).
     """
 
     num_layers: int
@@ -30,6 +31,7 @@ class ComputeStats:
     drift_tests: list[int] = field(default_factory=list)
     drift_sum: list[float] = field(default_factory=list)
     drift_min: list[float] = field(default_factory=list)
+    drift_fires: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.refreshes:
@@ -38,14 +40,17 @@ class ComputeStats:
             self.drift_tests = [0] * self.num_layers
             self.drift_sum = [0.0] * self.num_layers
             self.drift_min = [math.inf] * self.num_layers
+            self.drift_fires = [0] * self.num_layers
 
-    def observe_drift(self, similarity: np.ndarray) -> None:
-        """Count one step's drift similarities: [L] float64, NaN where a layer ran no test."""
+    def observe_drift(self, similarity: np.ndarray, gamma: float) -> None:
+        """Count one step's drift similarities: [L] float64, NaN where a layer ran no test; a test
+        below ``gamma`` fired (the decision's own comparison, policy.decide_layer)."""
         for layer in np.flatnonzero(~np.isnan(similarity)):
             value = float(similarity[layer])
             self.drift_tests[layer] += 1
             self.drift_sum[layer] += value
             self.drift_min[layer] = min(self.drift_min[layer], value)
+            self.drift_fires[layer] += value < gamma
 
     @property
     def layer_token_fraction(self) -> float:
@@ -61,6 +66,7 @@ class ComputeStats:
             "refreshes_per_layer": list(self.refreshes),
             "refresh_wait_steps": self.refresh_wait_steps,
             "drift_tests_per_layer": list(self.drift_tests),
+            "drift_fires_per_layer": list(self.drift_fires),
             "drift_similarity_sum_per_layer": list(self.drift_sum),
             # None where no test ran (JSON has no infinity)
             "drift_similarity_min_per_layer": [

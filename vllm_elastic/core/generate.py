@@ -8,6 +8,8 @@ decoder then advances from its share.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Sequence
 
 import torch
@@ -132,7 +134,7 @@ def _account(stats: ComputeStats, plan: SeqPlan, result: SeqResult, num_layers: 
     stats.nfe += 1
     stats.rows_computed += result.rows_computed
     stats.rows_nocache += plan.length * num_layers
-    stats.observe_drift(result.similarity)
+    stats.observe_drift(result.similarity, plan.probe.gamma if plan.probe else -math.inf)
     if not plan.first:
         for layer in range(result.refresh_from, num_layers):
             stats.refreshes[layer] += 1

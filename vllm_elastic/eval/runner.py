@@ -31,6 +31,7 @@ class RunResult:
     refreshes_per_layer: list[int] = field(default_factory=list)
     refresh_wait_steps: int = 0  # deferred refresh: steps refreshes waited for a grant, summed
     drift_tests: list[int] = field(default_factory=list)  # per layer, over every sequence
+    drift_fires: list[int] = field(default_factory=list)  # the tests that fired, per layer
     drift_sum: list[float] = field(default_factory=list)
     drift_min: list[float | None] = field(default_factory=list)  # None: no test at that layer
 
@@ -46,9 +47,11 @@ class RunResult:
         if not self.refreshes_per_layer:
             num_layers = len(refreshes)
             self.refreshes_per_layer, self.drift_tests = [0] * num_layers, [0] * num_layers
+            self.drift_fires = [0] * num_layers
             self.drift_sum, self.drift_min = [0.0] * num_layers, [None] * num_layers
         self.refreshes_per_layer = [a + b for a, b in zip(self.refreshes_per_layer, refreshes)]
         self.drift_tests = [a + b for a, b in zip(self.drift_tests, tests)]
+        self.drift_fires = [a + b for a, b in zip(self.drift_fires, stats["drift_fires_per_layer"])]
         self.drift_sum = [a + b for a, b in zip(self.drift_sum, sums)]
         self.drift_min = [
             b if a is None else a if b is None else min(a, b) for a, b in zip(self.drift_min, mins)
