@@ -9,7 +9,6 @@ decoder then advances from its share.
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable, Sequence
 
 import torch
