@@ -105,7 +105,8 @@ class DecodeSettings:
         if self.refresh_start == "first" and self.refresh_mode != "deferred":
             raise ValueError(
                 "refresh_start 'first' needs refresh_mode 'deferred': the forward whose drift test "
-                "fires has already run the layers below it, so the next step refreshes"
+                "fires has already run the layers below it, so the next step refreshes (with "
+                "refresh_mode 'immediate', set refresh_start 'above')"
             )
         _choice("remasking", self.remasking, REMASKING)
         _choice("cache", self.cache, FASTDLLM_CACHES)
